@@ -1,0 +1,47 @@
+# tier-router: `make run` starts the proxy, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+UV_VERSION := 0.13.9
+
+.PHONY: run test install install-dev services check bench clean
+
+run: $(VENV)/.runtime
+	$(BIN)/router serve
+
+test: $(VENV)/.dev services
+	$(BIN)/python -m pytest
+
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.runtime: $(BIN)/uv requirements.lock pyproject.toml
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+$(VENV)/.dev: $(BIN)/uv requirements-dev.lock pyproject.toml
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-dev.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@ $(VENV)/.runtime
+
+services:
+	./scripts/services.sh
+
+check: $(VENV)/.runtime
+	$(BIN)/router check policies/default.yaml
+	$(BIN)/router check policies/demo.yaml
+
+bench: $(VENV)/.dev
+	$(BIN)/python -m benchmarks.run
+
+lock: $(BIN)/uv
+	$(BIN)/uv pip compile pyproject.toml -o requirements.lock --python-version 3.11
+	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements-dev.lock --python-version 3.11
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,24 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse
+
+from router.runtime import runtime_of
+
+health = APIRouter()
+
+
+@health.get("/healthz")
+@health.get("/livez")
+async def live() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+@health.get("/readyz")
+async def ready(request: Request) -> JSONResponse:
+    runtime = runtime_of(request)
+    if not runtime.ready:
+        return JSONResponse({"status": "not ready"}, status_code=503)
+    return JSONResponse({"status": "ready", "policy_sha256": runtime.policy.sha256})

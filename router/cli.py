@@ -1,0 +1,100 @@
+"""The ``router`` command: serve, check, explain, keys."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import orjson
+import typer
+
+from router.policy.loader import PolicyError, load_policy
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help="tier-router: route each request to the cheapest model that meets its tier.")
+PolicyOption = Annotated[Optional[Path], typer.Option("--policy", help="policy file (default: ROUTER_POLICY or policies/default.yaml)")]
+
+
+def _fail(errors: list[str]) -> None:
+    for line in errors:
+        typer.echo(line, err=True)
+    raise typer.Exit(code=1)
+
+
+@cli.command()
+def serve(
+    policy: PolicyOption = None,
+    host: Annotated[Optional[str], typer.Option(help="bind address (ROUTER_HOST)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (ROUTER_PORT)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="worker processes (ROUTER_WORKERS)")] = None,
+) -> None:
+    """Run the proxy."""
+    from router.server import run
+
+    overrides = {"ROUTER_POLICY": policy, "ROUTER_HOST": host, "ROUTER_PORT": port, "ROUTER_WORKERS": workers}
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[name] = str(value)
+    try:
+        run()
+    except PolicyError as exc:
+        _fail(exc.errors)
+
+
+@cli.command()
+def check(file: Annotated[Path, typer.Argument(help="policy file to validate")]) -> None:
+    """Validate a policy file and print its models; exit 1 on any error."""
+    from router.report import models_table
+
+    try:
+        loaded = load_policy(file)
+    except PolicyError as exc:
+        _fail(exc.errors)
+        return
+    typer.echo(models_table(loaded))
+    typer.echo(f"\n{file}: OK ({len(loaded.models)} models, {len(loaded.routes)} routes, sha256 {loaded.sha256[:12]})")
+
+
+@cli.command()
+def explain(
+    request_file: Annotated[Path, typer.Argument(metavar="REQUEST.json", help="a chat request body; - for stdin")],
+    policy: PolicyOption = None,
+    header: Annotated[Optional[list[str]], typer.Option("--header", "-H", help="request header 'name: value'")] = None,
+) -> None:
+    """Print the routing decision for a request without calling any upstream."""
+    from router.errors import RouterError
+    from router.explain import decision_json
+    from router.policy.engine import decide
+    from router.policy.features import chat_features, embedding_features
+
+    policy_path = policy or Path(os.environ.get("ROUTER_POLICY", "policies/default.yaml"))
+    try:
+        loaded = load_policy(policy_path)
+    except PolicyError as exc:
+        _fail(exc.errors)
+        return
+    raw = sys.stdin.buffer.read() if str(request_file) == "-" else request_file.read_bytes()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        _fail([f"{request_file}: not valid JSON ({exc.msg})"])
+        return
+    headers = dict(_header(h) for h in header or [])
+    kind = "embedding" if "input" in body and "messages" not in body else "chat"
+    features = (chat_features if kind == "chat" else embedding_features)(body, headers)
+    try:
+        decision = decide(loaded, body.get("model"), features, kind=kind, tier_override=headers.get("x-router-tier"))
+    except RouterError as exc:
+        _fail([exc.message])
+        return
+    typer.echo(orjson.dumps(decision_json(decision), option=orjson.OPT_INDENT_2).decode())
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, _, value = text.partition(":")
+    return name.strip().lower(), value.strip()
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,18 @@
+"""Cost of a request: usage × the answering model's price, and savings against the baseline."""
+
+from __future__ import annotations
+
+from router.policy.model import Model, Policy
+from router.providers.base import Usage
+
+
+def cost_usd(model: Model, usage: Usage) -> float:
+    return model.price.cost_usd(usage.input_tokens, usage.output_tokens, usage.cached_tokens)
+
+
+def savings_usd(policy: Policy, model: Model, usage: Usage) -> float:
+    baseline_name = policy.defaults.baseline_model
+    baseline = policy.models.get(baseline_name) if baseline_name else None
+    if baseline is None:
+        return 0.0
+    return cost_usd(baseline, usage) - cost_usd(model, usage)

@@ -1,0 +1,91 @@
+"""The exception tree every layer raises, each turned into OpenAI's error shape.
+
+    RouterError                      -> {"error": {"message", "type", "param", "code"}}
+    ├── InvalidRequest        400    bad JSON, bad or forbidden field
+    ├── UnsupportedMediaType  415    body that is not JSON
+    ├── AuthenticationFailed  401    missing or wrong client key
+    ├── ModelNotFound         404    unknown route or model (lists the valid ones)
+    ├── BodyTooLarge          413    body over ROUTER_MAX_BODY_MB
+    ├── NoCandidate           400/503 nothing in the policy can serve the request
+    └── UpstreamFailure       502/503/504 every candidate failed (last error summarised)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class RouterError(Exception):
+    status = 500
+    error_type = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.error_type, self.param, self.code)
+
+    def body_bytes(self) -> bytes:
+        return orjson.dumps(self.body())
+
+
+def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+class InvalidRequest(RouterError):
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class AuthenticationFailed(RouterError):
+    status = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(InvalidRequest):
+    status = 404
+    code = "model_not_found"
+
+
+class BodyTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+
+
+class NoCandidate(RouterError):
+    """The policy has no model able to serve this request right now."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "no_candidate_model"
+
+
+class UpstreamFailure(RouterError):
+    status = 502
+    error_type = "upstream_error"
+    code = "upstream_error"

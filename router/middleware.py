@@ -1,0 +1,111 @@
+"""Pure ASGI middleware: request ids on every response, body-size guard, last-resort errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from router.errors import BodyTooLarge, RouterError, error_body
+
+import orjson
+
+log = logging.getLogger("router.http")
+CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+class RequestIdMiddleware:
+    """Keeps a well-formed client ``x-request-id`` or makes one; echoes it on every response
+    as ``x-request-id`` and ``request-id`` and stores it in ``scope["state"]``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _client_request_id(scope) or new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        encoded = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(b"x-request-id", encoded), (b"request-id", encoded)]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _client_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if CLIENT_REQUEST_ID.match(text) else None
+    return None
+
+
+class GuardMiddleware:
+    """Rejects a declared Content-Length over the limit before reading anything, and turns
+    any unexpected exception into a 500 in OpenAI's shape (never a stack trace)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await _send_error(send, BodyTooLarge(_too_large_message(self.max_body_bytes)))
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": scope.get("state", {}).get("request_id")})
+            if not started:
+                await _send_error(send, RouterError("The router failed to handle this request; it has been logged."))
+
+
+def _too_large_message(limit: int) -> str:
+    return f"Request body is larger than the router's limit of {limit / 1024 / 1024:g} MiB (ROUTER_MAX_BODY_MB)."
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_error(send: Send, error: RouterError) -> None:
+    body = orjson.dumps(error_body(error.message, error.error_type, error.param, error.code))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

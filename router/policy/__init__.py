@@ -1,0 +1,1 @@
+"""Routing policy: YAML in, validated frozen objects out, and the pure routing engine."""

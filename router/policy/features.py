@@ -1,0 +1,57 @@
+"""What the engine needs to know about a request, read once from its body and headers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.policy import tokens
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFeatures:
+    prompt_tokens: int
+    requested_output_tokens: int | None = None
+    n: int = 1
+    needs: frozenset[str] = frozenset()
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def uses_tools(self) -> bool:
+        return "tools" in self.needs
+
+
+def chat_features(body: Mapping[str, Any], headers: Mapping[str, str]) -> RequestFeatures:
+    messages = body.get("messages") or []
+    tools = body.get("tools") or body.get("functions")
+    needs = set()
+    if tools:
+        needs.add("tools")
+    if _has_image(messages):
+        needs.add("vision")
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        needs.add("json_schema")
+    requested = body.get("max_completion_tokens") or body.get("max_tokens")
+    return RequestFeatures(
+        prompt_tokens=tokens.count_messages(messages) + tokens.count_tools(tools),
+        requested_output_tokens=requested if isinstance(requested, int) else None,
+        n=body.get("n") if isinstance(body.get("n"), int) else 1,
+        needs=frozenset(needs),
+        headers=headers,
+    )
+
+
+def embedding_features(body: Mapping[str, Any], headers: Mapping[str, str]) -> RequestFeatures:
+    return RequestFeatures(prompt_tokens=tokens.count_input(body.get("input")), requested_output_tokens=0, headers=headers)
+
+
+def _has_image(messages: list[Any]) -> bool:
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") in ("image_url", "input_image") for p in content
+        ):
+            return True
+    return False

@@ -1,0 +1,311 @@
+"""Load a policy file: located YAML → env interpolation → strict schema → cross-checks.
+
+Every problem becomes one line ``file:line path: message``; all of them are collected
+and raised together as ``PolicyError`` so one run of ``router check`` shows them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path as FilePath
+from typing import Any
+
+from pydantic import ValidationError
+
+from router.policy import catalog
+from router.policy.located_yaml import (
+    Path,
+    YamlSyntaxError,
+    format_path,
+    interpolate,
+    line_of,
+    load_located,
+)
+from router.policy.model import (
+    Comparison,
+    Defaults,
+    Model,
+    Policy,
+    Price,
+    Provider,
+    Route,
+    Rule,
+)
+from router.policy.schema import RawModel, RawPolicy, RawProvider, RawRoute, RawRule
+
+
+class PolicyError(Exception):
+    """A policy file that cannot be used; ``errors`` holds one located line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def load_policy(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Policy:
+    file_path = FilePath(path)
+    try:
+        data = file_path.read_bytes()
+    except OSError as exc:
+        raise PolicyError([f"{file_path}: cannot read policy file: {exc.strerror}"]) from None
+    return parse_policy(data, str(file_path), os.environ if env is None else env)
+
+
+def parse_policy(data: bytes, source: str, env: Mapping[str, str]) -> Policy:
+    try:
+        document, lines = load_located(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PolicyError([f"{source}:1: the file is not UTF-8 text"]) from None
+    except YamlSyntaxError as exc:
+        raise PolicyError([f"{source}:{exc.line}: YAML syntax error: {exc.message}"]) from None
+    if not isinstance(document, dict):
+        raise PolicyError([f"{source}:1: the policy must be a mapping with version, tiers, providers, models"])
+    unset: dict[Path, list[str]] = {}
+    document = interpolate(document, env, (), unset)
+    builder = _Builder(source, lines, unset)
+    try:
+        raw = RawPolicy.model_validate(document)
+    except ValidationError as exc:
+        raise PolicyError([builder.located(tuple(e["loc"]), _pydantic_message(e)) for e in exc.errors()]) from None
+    policy = builder.build(raw, hashlib.sha256(data).hexdigest())
+    if builder.errors:
+        raise PolicyError(builder.errors)
+    return policy
+
+
+def _pydantic_message(error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required key is missing"
+    return error["msg"].removeprefix("Value error, ")
+
+
+class _Builder:
+    """The load step: cross-references, catalog defaults, unset variables."""
+
+    def __init__(self, source: str, lines: dict[Path, int], unset: dict[Path, list[str]]) -> None:
+        self.source = source
+        self.lines = lines
+        self.unset = unset
+        self.errors: list[str] = []
+
+    def located(self, path: Path, message: str) -> str:
+        return f"{self.source}:{line_of(self.lines, path)} {format_path(path)}: {message}"
+
+    def error(self, path: Path, message: str) -> None:
+        self.errors.append(self.located(path, message))
+
+    def build(self, raw: RawPolicy, sha256: str) -> Policy:
+        self._check_unset_outside_providers()
+        tiers = self._tiers(raw.tiers)
+        providers = {name: self._provider(name, p) for name, p in raw.providers.items()}
+        self._apply_standby(providers)
+        models = {}
+        for name, raw_model in raw.models.items():
+            model = self._model(name, raw_model, tiers, providers)
+            if model is not None:
+                models[name] = model
+        routes = {name: self._route(name, r, tiers, raw.models) for name, r in raw.routes.items()}
+        self._check_route_names(routes, tiers, raw.models)
+        rules = tuple(self._rule(i, r, tiers, raw) for i, r in enumerate(raw.rules))
+        if raw.keys is not None:
+            self.error(("keys",), "client keys are not enforced by this version of tier-router; remove the section")
+        defaults = self._defaults(raw, routes)
+        return Policy(
+            source=self.source,
+            sha256=sha256,
+            tiers=tuple(tiers),
+            providers=providers,
+            models=models,
+            routes={name: r for name, r in routes.items() if r is not None},
+            rules=tuple(r for r in rules if r is not None),
+            defaults=defaults,
+        )
+
+    def _check_unset_outside_providers(self) -> None:
+        for path, names in self.unset.items():
+            if path[:1] != ("providers",):
+                self.error(path, f"environment variable {', '.join(names)} is not set and has no default")
+
+    def _tiers(self, tiers: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for index, tier in enumerate(tiers):
+            if not tier.strip():
+                self.error(("tiers", index), "tier name must not be empty")
+            if tier in seen:
+                self.error(("tiers", index), f"duplicate tier '{tier}'")
+            seen.add(tier)
+        return tiers
+
+    def _provider(self, name: str, raw: RawProvider) -> Provider:
+        path: Path = ("providers", name)
+        if raw.type == "simulated":
+            for key in ("base_url", "api_key", "max_connections"):
+                if getattr(raw, key) is not None:
+                    self.error((*path, key), "not used by a simulated provider")
+        else:
+            for key in ("latency_ms", "tokens_per_second", "failure_rate"):
+                if getattr(raw, key) is not None:
+                    self.error((*path, key), f"only simulated providers take {key}")
+        if raw.type == "openai" and not raw.base_url and not self._unset_under(path):
+            self.error((*path, "base_url"), "an openai provider needs base_url (e.g. https://api.openai.com/v1)")
+        if raw.base_url and not raw.base_url.startswith(("http://", "https://")):
+            self.error((*path, "base_url"), f"must start with http:// or https://, got '{raw.base_url}'")
+        for header in raw.headers:
+            if header.lower() in {"authorization", "host", "content-length", "transfer-encoding", "connection"}:
+                self.error((*path, "headers", header), "this header is set by the proxy and cannot be configured")
+        missing = self._unset_under(path)
+        return Provider(
+            name=name,
+            type=raw.type,
+            base_url=(raw.base_url or "").rstrip("/") or None,
+            api_key=raw.api_key or None,
+            headers=dict(raw.headers),
+            standby=raw.standby,
+            enabled=not missing,
+            disabled_reason=f"{', '.join(missing)} is not set" if missing else None,
+            max_connections=raw.max_connections,
+            latency_ms=raw.latency_ms if raw.latency_ms is not None else 250.0,
+            tokens_per_second=raw.tokens_per_second or 150.0,
+            failure_rate=raw.failure_rate or 0.0,
+        )
+
+    def _unset_under(self, path: Path) -> list[str]:
+        return sorted({n for p, names in self.unset.items() if p[: len(path)] == path for n in names})
+
+    @staticmethod
+    def _apply_standby(providers: dict[str, Provider]) -> None:
+        """A standby provider serves only while no other provider is enabled."""
+        others_enabled = any(p.enabled for p in providers.values() if not p.standby)
+        for name, provider in providers.items():
+            if provider.standby and provider.enabled and others_enabled:
+                providers[name] = _replace(provider, enabled=False, disabled_reason="standby: another provider is enabled")
+
+    def _model(self, name: str, raw: RawModel, tiers: list[str], providers: dict[str, Provider]) -> Model | None:
+        path: Path = ("models", name)
+        ok = True
+        if raw.provider not in providers:
+            self.error((*path, "provider"), f"unknown provider '{raw.provider}' (defined: {', '.join(sorted(providers))})")
+            ok = False
+        if raw.tier not in tiers:
+            self.error((*path, "tier"), f"unknown tier '{raw.tier}' (tiers: {', '.join(tiers)})")
+            ok = False
+        upstream = raw.upstream or name
+        entry = catalog.lookup(_catalog_keys(name, raw, upstream))
+        if raw.catalog and entry is None:
+            self.error((*path, "catalog"), f"'{raw.catalog}' is not in litellm's model map")
+            ok = False
+        price = self._price(path, raw, entry)
+        context_window = raw.context_window or (entry.context_window if entry else None)
+        if context_window is None:
+            self.error(path, f"context window of '{upstream}' is unknown; state context_window")
+            ok = False
+        if not ok or price is None or context_window is None:
+            return None
+        capabilities = raw.capabilities if raw.capabilities is not None else (entry.capabilities if entry else ())
+        return Model(
+            name=name,
+            provider=raw.provider,
+            upstream=upstream,
+            tier=raw.tier,
+            tier_rank=tiers.index(raw.tier),
+            kind=raw.kind or (entry.kind if entry else "chat"),
+            price=price,
+            price_source="policy" if raw.price else f"litellm:{entry.key}",
+            context_window=context_window,
+            max_output_tokens=raw.max_output_tokens or (entry.max_output_tokens if entry else None),
+            capabilities=frozenset(capabilities),
+        )
+
+    def _price(self, path: Path, raw: RawModel, entry: catalog.CatalogEntry | None) -> Price | None:
+        if raw.price is not None:
+            return Price(raw.price.input, raw.price.output, raw.price.cached_input)
+        if entry is None or entry.input_per_million is None or entry.output_per_million is None:
+            self.error(
+                path,
+                f"no price known for '{raw.upstream or path[-1]}' in litellm's model map; "
+                "state price: {input: USD per 1M tokens, output: USD per 1M tokens}",
+            )
+            return None
+        return Price(entry.input_per_million, entry.output_per_million, entry.cached_input_per_million)
+
+    def _route(self, name: str, raw: RawRoute, tiers: list[str], models: dict[str, RawModel]) -> Route | None:
+        path: Path = ("routes", name)
+        if raw.tier not in tiers:
+            self.error((*path, "tier"), f"unknown tier '{raw.tier}' (tiers: {', '.join(tiers)})")
+            return None
+        rank = tiers.index(raw.tier)
+        ceiling = 0
+        if raw.fallback_tier is not None:
+            if raw.fallback_tier not in tiers:
+                self.error((*path, "fallback_tier"), f"unknown tier '{raw.fallback_tier}' (tiers: {', '.join(tiers)})")
+                return None
+            ceiling = tiers.index(raw.fallback_tier)
+            if ceiling > rank:
+                self.error((*path, "fallback_tier"), f"'{raw.fallback_tier}' is below the route's tier '{raw.tier}'")
+                return None
+        for index, model in enumerate(raw.models or ()):
+            if model not in models:
+                self.error((*path, "models", index), f"unknown model '{model}'")
+        return Route(name, raw.tier, rank, ceiling, frozenset(raw.models) if raw.models else None)
+
+    def _check_route_names(self, routes: dict[str, Route | None], tiers: list[str], models: dict[str, RawModel]) -> None:
+        for name in routes:
+            if name in models:
+                self.error(("routes", name), f"route '{name}' has the same name as a model")
+
+    def _rule(self, index: int, raw: RawRule, tiers: list[str], policy: RawPolicy) -> Rule | None:
+        path: Path = ("rules", index)
+        ok = True
+        if raw.set.tier is not None and raw.set.tier not in tiers:
+            self.error((*path, "set", "tier"), f"unknown tier '{raw.set.tier}' (tiers: {', '.join(tiers)})")
+            ok = False
+        for i, model in enumerate(raw.set.models or ()):
+            if model not in policy.models:
+                self.error((*path, "set", "models", i), f"unknown model '{model}'")
+                ok = False
+        for i, route in enumerate(raw.when.route or ()):
+            if route not in policy.routes:
+                self.error((*path, "when", "route", i), f"unknown route '{route}'")
+                ok = False
+        if not ok:
+            return None
+        when = raw.when
+        return Rule(
+            name=raw.name or f"rules[{index}]",
+            prompt_tokens=Comparison(**when.prompt_tokens.model_dump()) if when.prompt_tokens else None,
+            headers={k.lower(): v for k, v in when.header.items()} if when.header else None,
+            uses_tools=when.tools,
+            routes=frozenset(when.route) if when.route else None,
+            set_tier=raw.set.tier,
+            set_tier_rank=tiers.index(raw.set.tier) if raw.set.tier else None,
+            set_models=frozenset(raw.set.models) if raw.set.models else None,
+        )
+
+    def _defaults(self, raw: RawPolicy, routes: dict[str, Route | None]) -> Defaults:
+        d = raw.defaults
+        if d.route not in raw.routes and d.route not in raw.models:
+            self.error(("defaults", "route"), f"unknown route '{d.route}' (routes: {', '.join(sorted(raw.routes))})")
+        if d.baseline_model is not None and d.baseline_model not in raw.models:
+            self.error(("defaults", "baseline_model"), f"unknown model '{d.baseline_model}'")
+        if d.ttft_timeout_s > d.timeout_s:
+            self.error(("defaults", "ttft_timeout_s"), "must not exceed timeout_s")
+        return Defaults(**d.model_dump())
+
+
+def _catalog_keys(name: str, raw: RawModel, upstream: str) -> list[str]:
+    if raw.catalog:
+        return [raw.catalog]
+    keys = [upstream, f"{raw.provider}/{upstream}", name]
+    if "/" in upstream:
+        keys.append(upstream.split("/", 1)[1])
+    return keys
+
+
+def _replace(provider: Provider, **changes: Any) -> Provider:
+    from dataclasses import replace
+
+    return replace(provider, **changes)

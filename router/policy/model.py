@@ -1,0 +1,130 @@
+"""The validated, frozen policy the engine and dispatcher read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+PER_MILLION = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    type: str
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    standby: bool = False
+    enabled: bool = True
+    disabled_reason: str | None = None
+    max_connections: int | None = None
+    latency_ms: float = 0.0
+    tokens_per_second: float = 0.0
+    failure_rate: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per 1M tokens."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+
+    def cost_usd(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
+        cached = min(cached_tokens, input_tokens) if self.cached_input is not None else 0
+        cached_price = self.cached_input if self.cached_input is not None else self.input
+        return (
+            (input_tokens - cached) * self.input + cached * cached_price + output_tokens * self.output
+        ) / PER_MILLION
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: str
+    provider: str
+    upstream: str
+    tier: str
+    tier_rank: int
+    kind: str
+    price: Price
+    price_source: str
+    context_window: int
+    max_output_tokens: int | None
+    capabilities: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    tier: str
+    tier_rank: int
+    ceiling_rank: int
+    models: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    gt: int | None = None
+    gte: int | None = None
+    lt: int | None = None
+    lte: int | None = None
+    eq: int | None = None
+
+    def holds(self, value: int) -> bool:
+        return (
+            (self.gt is None or value > self.gt)
+            and (self.gte is None or value >= self.gte)
+            and (self.lt is None or value < self.lt)
+            and (self.lte is None or value <= self.lte)
+            and (self.eq is None or value == self.eq)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    prompt_tokens: Comparison | None = None
+    headers: Mapping[str, str] | None = None
+    uses_tools: bool | None = None
+    routes: frozenset[str] | None = None
+    set_tier: str | None = None
+    set_tier_rank: int | None = None
+    set_models: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    route: str
+    timeout_s: float
+    connect_timeout_s: float
+    ttft_timeout_s: float
+    retries: int
+    baseline_model: str | None
+    expected_output_tokens: int
+    concrete_model_fallback: bool
+    max_n: int
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    source: str
+    sha256: str
+    tiers: tuple[str, ...]
+    providers: Mapping[str, Provider]
+    models: Mapping[str, Model]
+    routes: Mapping[str, Route]
+    rules: tuple[Rule, ...]
+    defaults: Defaults
+
+    def __post_init__(self) -> None:
+        for name in ("providers", "models", "routes"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    def tier_rank(self, tier: str) -> int:
+        return self.tiers.index(tier)
+
+    def route_names(self) -> list[str]:
+        return sorted(self.routes)

@@ -1,0 +1,1 @@
+"""Provider adapters: one small protocol, request in, response and usage out."""

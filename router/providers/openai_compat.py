@@ -1,0 +1,177 @@
+"""Adapter for OpenAI-shaped HTTP APIs (OpenAI, Groq, Together, vLLM, Ollama, llama.cpp).
+
+One pooled aiohttp session per provider, built at start-up. The client's body is
+forwarded as it came with only ``model`` replaced (and ``stream_options.include_usage``
+forced on for streams so cost is exact); headers go by allow-list; redirects are not
+followed, so upstream URLs come only from the policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from router.policy.model import Provider
+from router.providers.base import Completion, UpstreamCall, UpstreamError, Usage
+from router.providers.http_errors import error_from_status
+
+FORWARDED_HEADERS = ("traceparent", "tracestate", "openai-beta")
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+class OpenAICompatibleAdapter:
+    def __init__(self, provider: Provider, session: aiohttp.ClientSession) -> None:
+        self.provider = provider
+        self.session = session
+        self.base_headers = {"content-type": "application/json", **provider.headers}
+        if provider.api_key:
+            self.base_headers["authorization"] = f"Bearer {provider.api_key}"
+
+    async def complete(self, call: UpstreamCall) -> Completion:
+        body = dict(call.body)
+        body["model"] = call.model.upstream
+        return await self._json_call("/chat/completions", body, call)
+
+    async def embed(self, call: UpstreamCall) -> Completion:
+        body = dict(call.body)
+        body["model"] = call.model.upstream
+        return await self._json_call("/embeddings", body, call)
+
+    async def stream(self, call: UpstreamCall) -> SSEChunkStream:
+        body = dict(call.body)
+        body["model"] = call.model.upstream
+        body["stream"] = True
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        try:
+            async with asyncio.timeout(call.timeouts.ttft_s):
+                response = await self._post("/chat/completions", body, call)
+        except TimeoutError:
+            raise UpstreamError("ttft_timeout", "upstream sent no response headers within the first-token timeout") from None
+        try:
+            if response.status != 200:
+                raise error_from_status(response.status, await _read_capped(response), response.headers.get("retry-after"))
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                raise UpstreamError("bad_response", "upstream answered a stream request without an event stream")
+        except BaseException:
+            response.release()
+            raise
+        return SSEChunkStream(response)
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+    async def _json_call(self, path: str, body: dict[str, Any], call: UpstreamCall) -> Completion:
+        try:
+            async with asyncio.timeout(call.timeouts.total_s):
+                response = await self._post(path, body, call)
+                try:
+                    raw = await _read_capped(response)
+                finally:
+                    response.release()
+        except TimeoutError:
+            raise UpstreamError("timeout", "upstream did not answer within the timeout") from None
+        except (aiohttp.ClientError, OSError):
+            raise UpstreamError("connect_error", "upstream connection failed while reading the response") from None
+        if response.status != 200:
+            raise error_from_status(response.status, raw, response.headers.get("retry-after"))
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamError("bad_response", "upstream returned a body that is not valid JSON") from None
+        if not isinstance(parsed, dict) or "error" in parsed:
+            raise UpstreamError("bad_response", "upstream returned an error or an unexpected body with status 200")
+        return Completion(parsed, Usage.from_openai(parsed.get("usage")))
+
+    async def _post(self, path: str, body: dict[str, Any], call: UpstreamCall) -> aiohttp.ClientResponse:
+        headers = dict(self.base_headers)
+        for name in FORWARDED_HEADERS:
+            if name in call.headers:
+                headers[name] = call.headers[name]
+        if call.request_id:
+            headers["x-request-id"] = call.request_id
+        timeout = aiohttp.ClientTimeout(total=None, connect=call.timeouts.connect_s)
+        try:
+            return await self.session.post(
+                self.provider.base_url + path,
+                data=orjson.dumps(body),
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except aiohttp.ServerTimeoutError:
+            raise UpstreamError("connect_error", "connecting to the upstream timed out") from None
+        except (aiohttp.ClientError, OSError):
+            raise UpstreamError("connect_error", "could not connect to the upstream") from None
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
+    if len(raw) > MAX_RESPONSE_BYTES:
+        raise UpstreamError("bad_response", "upstream response is larger than the proxy accepts")
+    return raw
+
+
+class SSEChunkStream:
+    """Server-sent events from an upstream response, as parsed chunk dicts."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self.saw_done = False
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
+        data_lines: list[bytes] = []
+        try:
+            async for line in self.response.content:
+                line = line.rstrip(b"\r\n")
+                if line.startswith(b"data:"):
+                    data_lines.append(line[5:].lstrip(b" "))
+                    continue
+                if line or not data_lines:
+                    continue  # comments, event names, ids, blank keep-alives
+                data, data_lines = b"\n".join(data_lines), []
+                if data == b"[DONE]":
+                    self.saw_done = True
+                    return
+                yield _parse_chunk(data)
+        except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError):
+            raise UpstreamError("stream_error", "upstream connection broke during the stream") from None
+        if data_lines and data_lines != [b"[DONE]"]:
+            yield _parse_chunk(b"\n".join(data_lines))
+
+    async def aclose(self) -> None:
+        self.response.close()
+
+
+def _parse_chunk(data: bytes) -> dict[str, Any]:
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamError("stream_error", "upstream sent an event that is not valid JSON") from None
+    if not isinstance(chunk, dict):
+        raise UpstreamError("stream_error", "upstream sent an event that is not a JSON object")
+    if "error" in chunk:
+        raise UpstreamError("stream_error", "upstream reported an error inside the stream")
+    return chunk
+
+
+def session_for(provider: Provider, default_limit: int) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=provider.max_connections or default_limit,
+        limit_per_host=0,
+        ttl_dns_cache=300,
+        keepalive_timeout=30,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        json_serialize=lambda v: orjson.dumps(v).decode(),
+        auto_decompress=True,
+        trust_env=False,
+        skip_auto_headers=("User-Agent",),
+    )

@@ -1,0 +1,28 @@
+"""Process settings, read from ``ROUTER_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the process needs that is not routing policy."""
+
+    model_config = SettingsConfigDict(env_prefix="ROUTER_", extra="ignore", frozen=True)
+
+    policy: Path = Path("policies/default.yaml")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    redis_url: str | None = None
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    max_body_mb: float = Field(default=32.0, gt=0, le=512)
+    upstream_max_connections: int = Field(default=1024, ge=1)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
