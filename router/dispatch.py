@@ -131,7 +131,7 @@ def client_error(error: UpstreamError) -> RouterError:
 def exhausted_error(attempts: Attempts) -> RouterError:
     model, last = attempts.failures[-1]
     tried = ", ".join(f"{name} ({failure.reason})" for name, failure in attempts.failures)
-    headers = {"x-should-retry": "false"}
+    headers = {"x-should-retry": "false", "x-router-attempts": str(len(attempts.failures))}
     if last.reason == "auth_error":
         return UpstreamFailure(f"The upstream provider refused its credentials; tried {tried}.", code="upstream_auth_error", status=502, headers=headers)
     if all(f.reason == "rate_limited" for _, f in attempts.failures):

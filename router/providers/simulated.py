@@ -8,6 +8,7 @@ Every response is labelled: ``system_fingerprint`` is ``simulated``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import random
 import struct
@@ -53,7 +54,11 @@ class SimulatedAdapter:
         inputs = call.body.get("input")
         inputs = inputs if isinstance(inputs, list) else [inputs]
         dims = call.body.get("dimensions") if isinstance(call.body.get("dimensions"), int) else EMBEDDING_DIMENSIONS
-        data = [{"object": "embedding", "index": i, "embedding": _vector(str(text), dims)} for i, text in enumerate(inputs)]
+        as_base64 = call.body.get("encoding_format") == "base64"
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encoded(_vector(str(text), dims), as_base64)}
+            for i, text in enumerate(inputs)
+        ]
         prompt_tokens = tokens.count_input(call.body.get("input"))
         body = {
             "object": "list",
@@ -184,6 +189,11 @@ def _tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
         "type": "function",
         "function": {"name": str(function.get("name", "tool")), "arguments": orjson.dumps(arguments).decode()},
     }
+
+
+def _encoded(vector: list[float], as_base64: bool) -> list[float] | str:
+    """Floats, or OpenAI's ``encoding_format: base64`` (little-endian float32)."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
 
 
 def _vector(text: str, dims: int) -> list[float]:
