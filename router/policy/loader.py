@@ -65,6 +65,9 @@ def parse_policy(data: bytes, source: str, env: Mapping[str, str]) -> Policy:
     unset: dict[Path, list[str]] = {}
     document = interpolate(document, env, (), unset)
     builder = _Builder(source, lines, unset)
+    builder.check_unset_outside_providers()
+    if builder.errors:
+        raise PolicyError(builder.errors)
     try:
         raw = RawPolicy.model_validate(document)
     except ValidationError as exc:
@@ -99,7 +102,6 @@ class _Builder:
         self.errors.append(self.located(path, message))
 
     def build(self, raw: RawPolicy, sha256: str) -> Policy:
-        self._check_unset_outside_providers()
         tiers = self._tiers(raw.tiers)
         providers = {name: self._provider(name, p) for name, p in raw.providers.items()}
         self._apply_standby(providers)
@@ -125,7 +127,7 @@ class _Builder:
             defaults=defaults,
         )
 
-    def _check_unset_outside_providers(self) -> None:
+    def check_unset_outside_providers(self) -> None:
         for path, names in self.unset.items():
             if path[:1] != ("providers",):
                 self.error(path, f"environment variable {', '.join(names)} is not set and has no default")
@@ -197,7 +199,7 @@ class _Builder:
         entry = catalog.lookup(_catalog_keys(name, raw, upstream))
         if raw.catalog and entry is None:
             self.error((*path, "catalog"), f"'{raw.catalog}' is not in litellm's model map")
-            ok = False
+            return None
         price = self._price(path, raw, entry)
         context_window = raw.context_window or (entry.context_window if entry else None)
         if context_window is None:
