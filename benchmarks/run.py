@@ -36,6 +36,7 @@ LOG_DIR = BENCH / ".logs"
 VENV_BIN = Path(sys.executable).parent
 LITELLM_VERSION = "1.108.7"
 LITELLM_VENV = BENCH / ".litellm-venv"
+PYCACHE = BENCH / ".pycache"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -230,6 +231,24 @@ def ensure_litellm() -> Path:
     return cli
 
 
+def site_packages(python: Path) -> list[str]:
+    out = subprocess.run([str(python), "-c", "import site; print('\\n'.join(site.getsitepackages()))"],
+                         capture_output=True, text=True, timeout=60)
+    return [p for p in out.stdout.split() if Path(p).is_dir()]
+
+
+def precompile(python: Path, dirs: list[str]) -> None:
+    """Byte-compile into benchmarks/.pycache (PYTHONPYCACHEPREFIX), leaving the venvs untouched.
+
+    pip compiles .pyc at install time and container images ship them; uv does not, and with
+    PYTHONDONTWRITEBYTECODE=1 nothing is ever cached, so every start (and every *failing*
+    lazy import at request time) would compile source. Up-to-date files are skipped.
+    """
+    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(PYCACHE)}
+    subprocess.run([str(python), "-m", "compileall", "-q", "-j", "0", *dirs], env=env, cwd=REPO,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
+
+
 def litellm_config(upstream_v1: str, master_key: str) -> Path:
     cfg = LOG_DIR / "litellm_config.yaml"
     LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -413,6 +432,12 @@ async def amain(a) -> int:
     up_port, bare_port, router_port, litellm_port = (free_port() for _ in range(4))
     upstream_v1 = f"http://127.0.0.1:{up_port}/v1"
     env_common = {"PYTHONUNBUFFERED": "1", "BENCH_UPSTREAM_URL": upstream_v1}
+    if not a.no_bytecode_cache:
+        env_common |= {"PYTHONPYCACHEPREFIX": str(PYCACHE), "PYTHONDONTWRITEBYTECODE": ""}
+        t0 = time.perf_counter()
+        dirs = site_packages(Path(sys.executable)) + [str(BENCH)] + ([str(REPO / "router")] if (REPO / "router").is_dir() else [])
+        await asyncio.to_thread(precompile, Path(sys.executable), dirs)
+        print(f"[setup] bytecode cache ready in {time.perf_counter() - t0:.1f}s ({PYCACHE.relative_to(REPO)})", flush=True)
 
     # -- fake upstream (the "direct" target; a hard requirement)
     direct = Target("direct", "direct (fake upstream)", upstream_v1, "gpt-4o-mini", version="—")
@@ -452,6 +477,9 @@ async def amain(a) -> int:
         lite = Target("litellm", "LiteLLM proxy", f"http://127.0.0.1:{litellm_port}/v1", "bench-model")
         try:
             cli = await asyncio.to_thread(ensure_litellm)
+            if not a.no_bytecode_cache:
+                lpy = LITELLM_VENV / "bin" / "python"
+                await asyncio.to_thread(precompile, lpy, site_packages(lpy))
             lite.version = _pkg_version(LITELLM_VENV / "bin" / "python", "litellm")
             master_key = "sk-" + secrets.token_hex(24)  # LiteLLM refuses to start without a strong master key
             lite.headers = {"Authorization": f"Bearer {master_key}"}
@@ -519,6 +547,8 @@ def parse_args(argv=None):
                     help="comma list (default 1,8,32,128; --quick 1,32)")
     ap.add_argument("--router-timeout", type=float, default=30.0, help="tier-router startup timeout (s)")
     ap.add_argument("--litellm-timeout", type=float, default=90.0, help="LiteLLM startup timeout (s)")
+    ap.add_argument("--no-bytecode-cache", action="store_true",
+                    help="do not precompile into benchmarks/.pycache; run servers with the environment as is")
     ap.add_argument("--output", default=str(BENCH / "RESULTS.md"))
     a = ap.parse_args(argv)
     if a.duration is None:

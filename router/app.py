@@ -15,7 +15,9 @@ from starlette.responses import Response
 from router import __version__
 from router.api.health import health
 from router.api.openai import api
-from router.dispatch import Dispatcher
+from router.circuit import CircuitSettings
+from router.gateway import Gateway
+from router.metrics import Metrics
 from router.errors import RouterError, error_body
 from router.middleware import GuardMiddleware, RequestIdMiddleware
 from router.policy import tokens
@@ -23,6 +25,7 @@ from router.policy.loader import load_policy
 from router.policy.model import Policy
 from router.providers.registry import build_adapters, close_adapters
 from router.runtime import Runtime
+from router.state.memory import MemoryStateStore
 from router.settings import Settings
 
 log = logging.getLogger("router")
@@ -30,20 +33,23 @@ log = logging.getLogger("router")
 
 def create_app(settings: Settings, policy: Policy | None = None) -> FastAPI:
     """Build the ASGI app. Raises ``PolicyError`` if the policy file is invalid."""
-    runtime = Runtime(settings=settings, policy=policy or load_policy(settings.policy))
+    loaded = policy or load_policy(settings.policy)
+    runtime = Runtime(settings=settings, policy=loaded, metrics=Metrics(), store=MemoryStateStore(circuit_settings(loaded)))
     tokens.warm_up()
     log_policy_summary(runtime.policy)
+    runtime.metrics.show_policy(loaded.sha256)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime.adapters = build_adapters(runtime.policy, settings.upstream_max_connections)
-        runtime.dispatcher = Dispatcher(runtime.policy, runtime.adapters)
+        adapters = build_adapters(runtime.policy, settings.upstream_max_connections)
+        runtime.gateway = Gateway(runtime.policy, adapters, runtime.store, runtime.metrics)
         runtime.ready = True
         try:
             yield
         finally:
             runtime.ready = False
-            await close_adapters(runtime.adapters)
+            await close_adapters(adapters)
+            await runtime.store.aclose()
 
     app = FastAPI(title="tier-router", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
@@ -78,6 +84,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = str(exc.detail)
     body = error_body(message, "invalid_request_error", None, "not_found" if exc.status_code == 404 else None)
     return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json", headers=exc.headers)
+
+
+def circuit_settings(policy: Policy) -> CircuitSettings:
+    return CircuitSettings(failure_threshold=policy.defaults.eject_after_failures, base_ejection_s=policy.defaults.ejection_s)
 
 
 def log_policy_summary(policy: Policy) -> None:

@@ -1,111 +1,208 @@
-"""Walk a routing decision: call candidates in order until one answers.
+"""Walk a routing decision: call candidates in cost order until one answers.
 
-A connect error, timeout, 429, 5xx or provider-auth failure before the first content byte
-moves on to the next candidate (each model at most once); an upstream 4xx is the client's
-problem and is returned as it is, without fallback.
+- A connect error, timeout, 429, 5xx, refused provider key, unreadable body or in-band error
+  before the first content chunk moves on to the next candidate; each model is tried once.
+- The last candidate may be retried (``retries``) with exponential backoff and full jitter,
+  honouring ``Retry-After`` up to ``max_retry_wait_s``, within a retry budget.
+- An upstream 4xx is the request's fault: returned as it is, no retry, no fallback.
+- Every attempt updates the model's health (circuit breaker, cooldown) in the state store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.errors import InvalidRequest, NoCandidate, RouterError, UpstreamFailure
+from router.accounting import Accountant, RequestRecord
+from router.errors import InvalidRequest, RouterError, UpstreamFailure
+from router.metrics import Metrics
 from router.policy.engine import Decision
 from router.policy.model import Model, Policy
-from router.providers.base import (
-    ChunkStream,
-    Completion,
-    ProviderAdapter,
-    Timeouts,
-    UpstreamCall,
-    UpstreamError,
-)
+from router.providers.base import ChunkStream, Completion, ProviderAdapter, UpstreamCall, UpstreamError
+from router.state.base import StateStore
 
 log = logging.getLogger("router.dispatch")
-
-
-@dataclass(slots=True)
-class Attempts:
-    """What happened to each candidate tried for one request."""
-
-    failures: list[tuple[str, UpstreamError]] = field(default_factory=list)
-
-    @property
-    def count(self) -> int:
-        return len(self.failures) + 1
+BACKOFF_BASE_S = 0.25
+SAME_MODEL_RETRYABLE = frozenset({"connect_error", "timeout", "ttft_timeout", "server_error", "rate_limited", "bad_response", "stream_error"})
 
 
 @dataclass(slots=True)
 class Answered:
     model: Model
-    attempts: Attempts
     completion: Completion | None = None
     stream: ChunkStream | None = None
-    first_chunk: dict[str, Any] | None = None
+    first_chunks: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RetryBudget:
+    """Retries in flight stay under ``ratio`` of active requests (at least ``minimum``)."""
+
+    def __init__(self, ratio: float = 0.2, minimum: int = 3) -> None:
+        self.ratio, self.minimum = ratio, minimum
+        self.active = 0
+        self.retrying = 0
+
+    def try_acquire(self) -> bool:
+        if self.retrying >= max(self.minimum, int(self.active * self.ratio)):
+            return False
+        self.retrying += 1
+        return True
+
+    def release(self) -> None:
+        self.retrying -= 1
+
+
+Attempt = Callable[[ProviderAdapter, UpstreamCall], Awaitable[Answered]]
 
 
 class Dispatcher:
-    def __init__(self, policy: Policy, adapters: Mapping[str, ProviderAdapter]) -> None:
+    def __init__(self, policy: Policy, adapters: Mapping[str, ProviderAdapter], store: StateStore, accountant: Accountant, metrics: Metrics) -> None:
         self.policy = policy
         self.adapters = adapters
+        self.store = store
+        self.accountant = accountant
+        self.metrics = metrics
+        self.budget = RetryBudget()
 
-    async def complete(self, decision: Decision, body: Mapping[str, Any], headers: Mapping[str, str], request_id: str, *, embedding: bool = False) -> Answered:
-        async def call(adapter: ProviderAdapter, upstream_call: UpstreamCall) -> Answered:
+    async def complete(self, decision: Decision, body: Mapping[str, Any], headers: Mapping[str, str], record: RequestRecord, *, embedding: bool = False) -> Answered:
+        async def attempt(adapter: ProviderAdapter, call: UpstreamCall) -> Answered:
             method = adapter.embed if embedding else adapter.complete
-            return Answered(upstream_call.model, Attempts(), completion=await method(upstream_call))
+            async with asyncio.timeout(call.timeouts.total_s):
+                return Answered(call.model, completion=await method(call))
 
-        return await self._walk(decision, body, headers, request_id, call)
+        return await self._walk(decision, body, headers, record, attempt)
 
-    async def open_stream(self, decision: Decision, body: Mapping[str, Any], headers: Mapping[str, str], request_id: str) -> Answered:
-        """Open a stream and wait for its first chunk: until then, failures fall back."""
+    async def open_stream(self, decision: Decision, body: Mapping[str, Any], headers: Mapping[str, str], record: RequestRecord) -> Answered:
+        """Open a stream and read up to its first content chunk: until then, failures fall back."""
 
-        async def call(adapter: ProviderAdapter, upstream_call: UpstreamCall) -> Answered:
-            stream = await adapter.stream(upstream_call)
-            iterator = aiter(stream)
+        async def attempt(adapter: ProviderAdapter, call: UpstreamCall) -> Answered:
+            stream: ChunkStream | None = None
             try:
-                async with asyncio.timeout(upstream_call.timeouts.ttft_s):
-                    first = await anext(iterator)
-            except TimeoutError:
-                await stream.aclose()
-                raise UpstreamError("ttft_timeout", "upstream sent no first chunk within the first-token timeout") from None
-            except StopAsyncIteration:
-                await stream.aclose()
-                raise UpstreamError("bad_response", "upstream ended the stream before any chunk") from None
+                async with asyncio.timeout(call.timeouts.ttft_s):
+                    stream = await adapter.stream(call)
+                    iterator = aiter(stream)
+                    buffered = await _read_until_content(iterator)
             except BaseException:
-                await stream.aclose()
+                if stream is not None:
+                    await stream.aclose()
                 raise
-            return Answered(upstream_call.model, Attempts(), stream=_Resumed(stream, iterator), first_chunk=first)
+            return Answered(call.model, stream=_Resumed(stream, iterator), first_chunks=buffered)
 
-        return await self._walk(decision, body, headers, request_id, call)
+        return await self._walk(decision, body, headers, record, attempt)
 
-    async def _walk(self, decision, body, headers, request_id, call) -> Answered:  # type: ignore[no-untyped-def]
-        if not decision.candidates:
-            raise no_candidate_error(decision)
-        attempts = Attempts()
-        defaults = self.policy.defaults
-        timeouts = Timeouts(defaults.connect_timeout_s, defaults.ttft_timeout_s, defaults.timeout_s)
-        for candidate in decision.candidates:
-            model = candidate.model
-            upstream_call = UpstreamCall(model, body, headers, timeouts, request_id)
+    async def _walk(self, decision: Decision, body: Mapping[str, Any], headers: Mapping[str, str], record: RequestRecord, attempt: Attempt) -> Answered:
+        failures: list[tuple[Model, UpstreamError]] = []
+        self.budget.active += 1
+        try:
+            last_index = len(decision.candidates) - 1
+            for index, candidate in enumerate(decision.candidates):
+                model = candidate.model
+                if not await self.store.claim_probe(model.name, time.time()):
+                    continue  # half-open and another request is probing it
+                if failures:
+                    self.accountant.fallback(failures[-1][0], model, failures[-1][1].reason)
+                retries = self.policy.retries_for(decision.route) if index == last_index else 0
+                answered = await self._try_model(model, body, headers, record, attempt, failures, retries, decision.route)
+                if answered is not None:
+                    return answered
+        finally:
+            self.budget.active -= 1
+        raise exhausted_error(failures)
+
+    async def _try_model(self, model, body, headers, record, attempt, failures, retries, route) -> Answered | None:  # type: ignore[no-untyped-def]
+        call = UpstreamCall(model, body, headers, self.policy.timeouts_for(route, model), record.request_id)
+        adapter = self.adapters[model.provider]
+        for retry in range(retries + 1):
+            record.attempts += 1
+            started = time.perf_counter()
+            inflight = self.metrics.inflight.labels(provider=model.provider)
+            inflight.inc()
             try:
-                answered = await call(self.adapters[model.provider], upstream_call)
-            except UpstreamError as error:
-                if not error.retryable:
-                    raise client_error(error) from None
-                log.warning("upstream attempt failed", extra={"request_id": request_id, "model": model.name, "reason": error.reason})
-                attempts.failures.append((model.name, error))
-                continue
-            answered.attempts = attempts
-            return answered
-        raise exhausted_error(attempts)
+                answered = await attempt(adapter, call)
+            except TimeoutError:
+                error = UpstreamError("ttft_timeout" if record.stream else "timeout", "upstream did not answer within the timeout")
+            except UpstreamError as exc:
+                error = exc
+            else:
+                elapsed = time.perf_counter() - started
+                record.upstream_s += elapsed
+                await self._healthy(model, elapsed)
+                usage = answered.completion.usage if answered.completion else None
+                self.accountant.attempt(record, model, elapsed, None, usage)
+                return answered
+            finally:
+                inflight.dec()
+            elapsed = time.perf_counter() - started
+            record.upstream_s += elapsed
+            self.accountant.attempt(record, model, elapsed, error.reason)
+            if not error.retryable:
+                raise client_error(error)
+            log.warning("upstream attempt failed", extra={"request_id": record.request_id, "model": model.name, "reason": error.reason, "attempt": record.attempts})
+            failures.append((model, error))
+            await self._unhealthy(model, error)
+            wait = self._retry_wait(error, retry)
+            if retry == retries or wait is None or not self.budget.try_acquire():
+                return None
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                self.budget.release()
+        return None
+
+    def _retry_wait(self, error: UpstreamError, retry: int) -> float | None:
+        if error.reason not in SAME_MODEL_RETRYABLE:
+            return None
+        cap = self.policy.defaults.max_retry_wait_s
+        if error.retry_after_s is not None:
+            return error.retry_after_s if error.retry_after_s <= cap else None
+        return random.uniform(0, min(cap, BACKOFF_BASE_S * 2**retry))
+
+    async def _healthy(self, model: Model, latency_s: float) -> None:
+        health = await self.store.record_success(model.name, latency_s)
+        self.metrics.set_circuit(model.name, model.provider, health.state(time.time()))
+
+    async def _unhealthy(self, model: Model, error: UpstreamError) -> None:
+        now = time.time()
+        if error.reason == "rate_limited":
+            health = await self.store.record_rate_limited(model.name, now, error.retry_after_s)
+        else:
+            immediate = error.reason == "auth_error"
+            health = await self.store.record_failure(model.name, now, immediate=immediate, total_models=len(self.policy.models))
+        state = health.state(now)
+        self.metrics.set_circuit(model.name, model.provider, state)
+        if state == "open":
+            log.warning("circuit opened", extra={"model": model.name, "until_s": round(health.open_until - now, 1), "ejections": health.ejections})
+
+
+async def _read_until_content(iterator: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    buffered: list[dict[str, Any]] = []
+    while True:
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            raise UpstreamError("bad_response", "upstream ended the stream before any content") from None
+        buffered.append(chunk)
+        if _has_content(chunk):
+            return buffered
+
+
+def _has_content(chunk: dict[str, Any]) -> bool:
+    if chunk.get("usage"):
+        return True
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("tool_calls") or delta.get("function_call") or delta.get("refusal") or choice.get("finish_reason"):
+            return True
+    return False
 
 
 class _Resumed:
-    """A chunk stream whose first chunk has already been read."""
+    """A chunk stream whose first chunks have already been read."""
 
     def __init__(self, stream: ChunkStream, iterator: AsyncIterator[dict[str, Any]]) -> None:
         self.stream = stream
@@ -120,34 +217,20 @@ class _Resumed:
 
 def client_error(error: UpstreamError) -> RouterError:
     body = (error.client_body or {}).get("error", {})
-    return InvalidRequest(
-        body.get("message") or error.message,
-        param=body.get("param"),
-        code=body.get("code"),
-        status=error.status or 400,
-    )
+    return InvalidRequest(body.get("message") or error.message, param=body.get("param"), code=body.get("code"), status=error.status or 400)
 
 
-def exhausted_error(attempts: Attempts) -> RouterError:
-    model, last = attempts.failures[-1]
-    tried = ", ".join(f"{name} ({failure.reason})" for name, failure in attempts.failures)
-    headers = {"x-should-retry": "false", "x-router-attempts": str(len(attempts.failures))}
+def exhausted_error(failures: list[tuple[Model, UpstreamError]]) -> RouterError:
+    if not failures:
+        return UpstreamFailure("Every candidate model is being probed after recent failures; retry shortly.", code="no_candidate_model", status=503, headers={"retry-after": "1"})
+    _, last = failures[-1]
+    tried = ", ".join(f"{model.name} ({failure.reason})" for model, failure in failures)
+    headers = {"x-should-retry": "false", "x-router-attempts": str(len(failures))}
     if last.reason == "auth_error":
         return UpstreamFailure(f"The upstream provider refused its credentials; tried {tried}.", code="upstream_auth_error", status=502, headers=headers)
-    if all(f.reason == "rate_limited" for _, f in attempts.failures):
-        waits = [f.retry_after_s for _, f in attempts.failures if f.retry_after_s is not None]
-        if waits:
-            headers["retry-after"] = str(max(1, round(min(waits))))
+    if all(f.reason == "rate_limited" for _, f in failures):
+        waits = [f.retry_after_s for _, f in failures if f.retry_after_s is not None]
+        headers["retry-after"] = str(max(1, round(min(waits)))) if waits else "1"
         return UpstreamFailure(f"Every candidate model is rate limited; tried {tried}.", code="upstream_rate_limited", status=429, headers=headers)
-    status = 504 if last.reason in ("timeout", "ttft_timeout") else 502
+    status = 504 if last.reason in ("timeout", "ttft_timeout", "idle_timeout") else 502
     return UpstreamFailure(f"Every candidate model failed; tried {tried}. Last error: {last.message}.", status=status, headers=headers)
-
-
-def no_candidate_error(decision: Decision) -> RouterError:
-    relevant = [e for e in decision.excluded if e.kind != "policy"] or list(decision.excluded)
-    reasons = "; ".join(f"{e.model}: {e.reason}" for e in relevant[:8])
-    message = f"No model can serve this request for '{decision.requested}' (tier '{decision.tier}'). {reasons}"
-    kinds = {e.kind for e in decision.excluded}
-    if "request" in kinds and "unavailable" not in kinds:
-        return InvalidRequest(message, param="messages", code="no_model_fits_request")
-    return NoCandidate(message)

@@ -1,4 +1,4 @@
-"""What every request handler reads: the live policy and the parts built from it."""
+"""What every request handler reads: settings, metrics and the live gateway."""
 
 from __future__ import annotations
 
@@ -7,18 +7,20 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from router.dispatch import Dispatcher
+from router.gateway import Gateway
+from router.metrics import Metrics
 from router.policy.model import Policy
-from router.providers.base import ProviderAdapter
 from router.settings import Settings
+from router.state.base import StateStore
 
 
 @dataclass
 class Runtime:
     settings: Settings
     policy: Policy
-    adapters: dict[str, ProviderAdapter] = field(default_factory=dict)
-    dispatcher: Dispatcher | None = None
+    metrics: Metrics
+    store: StateStore
+    gateway: Gateway | None = None
     loaded_at: int = field(default_factory=lambda: int(time.time()))
     ready: bool = False
 

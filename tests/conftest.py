@@ -22,10 +22,10 @@ def upstream(upstream_server: FakeOpenAIUpstream) -> FakeOpenAIUpstream:
     return upstream_server
 
 
-@pytest.fixture(scope="session")
-def router(upstream_server: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRouter]:
-    """The proxy in front of the fake upstream with the two-model policy."""
-    policy = write_policy(tmp_path_factory.mktemp("policy"), two_model_policy(upstream_server.base_url), name="two.yaml")
+@pytest.fixture()
+def router(upstream: FakeOpenAIUpstream, tmp_path: Path) -> Iterator[RunningRouter]:
+    """A fresh proxy (fresh health state) in front of the fake upstream, two-model policy."""
+    policy = write_policy(tmp_path, two_model_policy(upstream.base_url), name="two.yaml")
     with RunningRouter(policy, max_body_mb=1) as running:
         yield running
 

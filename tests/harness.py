@@ -59,6 +59,7 @@ def write_policy(directory: Path, text: str, name: str = "policy.yaml") -> Path:
 
 def two_model_policy(upstream_url: str, second_url: str | None = None, **defaults: object) -> str:
     """A small policy: a cheap and a pricier standard model on OpenAI-shaped upstreams."""
+    defaults = {"retries": 0, **defaults}
     extra = "".join(f", {k}: {v}" for k, v in defaults.items())
     return f"""
     version: 1

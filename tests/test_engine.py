@@ -115,9 +115,9 @@ def test_disabled_provider_is_excluded_with_the_missing_variable(policy):
 
 
 def test_unhealthy_models_drop_out(policy):
-    decision = decide(policy, "standard", features(), unhealthy=frozenset({"mid-a"}))
+    decision = decide(policy, "standard", features(), unavailable={"mid-a": "circuit open for 30s after 5 consecutive failures"})
     assert "mid-a" not in ranked(decision)
-    assert reason(decision, "mid-a").startswith("unhealthy")
+    assert reason(decision, "mid-a") == "circuit open for 30s after 5 consecutive failures"
 
 
 def test_ties_break_by_observed_latency_then_name(policy):

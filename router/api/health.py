@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from router.runtime import runtime_of
 
@@ -22,3 +22,9 @@ async def ready(request: Request) -> JSONResponse:
     if not runtime.ready:
         return JSONResponse({"status": "not ready"}, status_code=503)
     return JSONResponse({"status": "ready", "policy_sha256": runtime.policy.sha256})
+
+
+@health.get("/metrics")
+async def metrics(request: Request) -> Response:
+    exposition = runtime_of(request).metrics.exposition()
+    return Response(exposition, media_type="text/plain; version=0.0.4; charset=utf-8")

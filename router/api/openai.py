@@ -1,66 +1,74 @@
-"""OpenAI-compatible endpoints: chat completions, embeddings, models, and explain."""
+"""OpenAI-compatible endpoints: chat completions, embeddings, models, and explain.
+
+Each handler reads like a sentence: parse → decide → dispatch → respond.
+"""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from router import costs
+from router.accounting import RequestRecord
 from router.api.requests import check_chat_body, check_embedding_body, read_json_object, wants_usage
-from router.api.streaming import SSE_HEADERS, relay
+from router.api.streaming import SSE_HEADERS, StreamTally, relay
 from router.dispatch import Answered
 from router.explain import decision_json
-from router.policy.engine import Decision, decide
-from router.policy.features import chat_features, embedding_features
-from router.providers.base import Usage
-from router.runtime import Runtime, runtime_of
+from router.gateway import Gateway
+from router.policy.engine import Decision
+from router.runtime import runtime_of
 
-log = logging.getLogger("router.api")
 api = APIRouter()
 
 
 @api.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     runtime = runtime_of(request)
+    gateway = runtime.gateway
     body = await read_json_object(request, runtime.settings.max_body_bytes)
-    check_chat_body(body, runtime.policy.defaults.max_n)
-    decision = _decide(runtime, request, body, "chat")
-    request_id = request.state.request_id
-    if body.get("stream"):
-        answered = await runtime.dispatcher.open_stream(decision, body, request.headers, request_id)
-        return _stream_response(answered, decision, wants_usage(body))
-    answered = await runtime.dispatcher.complete(decision, body, request.headers, request_id)
-    return _json_response(runtime, answered, decision)
+    check_chat_body(body, gateway.policy.defaults.max_n)
+    decision = await gateway.decide(body, request.headers, "chat")
+    streaming = bool(body.get("stream"))
+    record = gateway.record(request.state.request_id, decision, "chat", streaming)
+    if streaming:
+        answered = await gateway.open_stream(decision, body, request, record)
+        return _stream_response(gateway, answered, decision, record, wants_usage(body))
+    answered = await gateway.complete(decision, body, request, record)
+    return _json_response(answered, decision, record)
 
 
 @api.post("/v1/embeddings")
 async def embeddings(request: Request) -> Response:
     runtime = runtime_of(request)
+    gateway = runtime.gateway
     body = await read_json_object(request, runtime.settings.max_body_bytes)
     check_embedding_body(body)
-    decision = _decide(runtime, request, body, "embedding")
-    answered = await runtime.dispatcher.complete(decision, body, request.headers, request.state.request_id, embedding=True)
-    return _json_response(runtime, answered, decision)
+    decision = await gateway.decide(body, request.headers, "embedding")
+    record = gateway.record(request.state.request_id, decision, "embeddings", False)
+    answered = await gateway.complete(decision, body, request, record, embedding=True)
+    return _json_response(answered, decision, record)
 
 
 @api.post("/v1/router/explain")
 async def explain(request: Request) -> Response:
     runtime = runtime_of(request)
+    gateway = runtime.gateway
     body = await read_json_object(request, runtime.settings.max_body_bytes)
     kind = "embedding" if "input" in body and "messages" not in body else "chat"
-    (check_embedding_body if kind == "embedding" else lambda b: check_chat_body(b, runtime.policy.defaults.max_n))(body)
-    decision = _decide(runtime, request, body, kind)
+    if kind == "embedding":
+        check_embedding_body(body)
+    else:
+        check_chat_body(body, gateway.policy.defaults.max_n)
+    decision = await gateway.decide(body, request.headers, kind)
     return Response(orjson.dumps(decision_json(decision)), media_type="application/json")
 
 
 @api.get("/v1/models")
 async def list_models(request: Request) -> Response:
     runtime = runtime_of(request)
-    policy = runtime.policy
+    policy = runtime.gateway.policy
     created = runtime.loaded_at
     entries = [_model_entry(name, created, "tier-router") for name in policy.routes]
     entries += [_model_entry(tier, created, "tier-router") for tier in policy.tiers if tier not in policy.routes]
@@ -72,36 +80,39 @@ def _model_entry(name: str, created: int, owner: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": created, "owned_by": owner}
 
 
-def _decide(runtime: Runtime, request: Request, body: dict[str, Any], kind: str) -> Decision:
-    features = (chat_features if kind == "chat" else embedding_features)(body, request.headers)
-    return decide(runtime.policy, body.get("model"), features, kind=kind, tier_override=request.headers.get("x-router-tier"))
-
-
-def _routing_headers(answered: Answered, decision: Decision) -> dict[str, str]:
+def _routing_headers(answered: Answered, decision: Decision, record: RequestRecord) -> dict[str, str]:
     model = answered.model
     return {
         "x-router-model": model.name,
         "x-router-provider": model.provider,
         "x-router-tier": decision.tier,
         "x-router-route": decision.route,
-        "x-router-attempts": str(answered.attempts.count),
+        "x-router-attempts": str(record.attempts),
     }
 
 
-def _json_response(runtime: Runtime, answered: Answered, decision: Decision) -> Response:
-    completion = answered.completion
-    body = completion.body
+def _json_response(answered: Answered, decision: Decision, record: RequestRecord) -> Response:
+    body = answered.completion.body
     body["model"] = answered.model.name
-    headers = _routing_headers(answered, decision)
-    usage = completion.usage or Usage()
-    headers["x-router-cost-usd"] = f"{costs.cost_usd(answered.model, usage):.8f}"
+    headers = _routing_headers(answered, decision, record)
+    headers["x-router-cost-usd"] = f"{record.cost_usd:.8f}"
+    if record.usage_estimated:
+        headers["x-router-cost-estimated"] = "true"
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
 
 
-def _stream_response(answered: Answered, decision: Decision, client_wants_usage: bool) -> Response:
-    def finished(usage: Usage | None, outcome: str) -> None:
-        return None
+def _stream_response(gateway: Gateway, answered: Answered, decision: Decision, record: RequestRecord, client_wants_usage: bool) -> Response:
+    def finished(tally: StreamTally) -> None:
+        record.usage, record.usage_estimated = tally.usage, tally.estimated
+        record.upstream_s += tally.upstream_s
+        if tally.first_chunk_at is not None:
+            record.ttft_s = tally.first_chunk_at - record.started
+        record.outcome = tally.outcome
+        if tally.error_reason:
+            record.error_type = tally.error_reason
+        gateway.finish(record)
 
-    chunks = relay(answered.first_chunk, answered.stream, answered.model.name, client_wants_usage, finished)
-    headers = {**_routing_headers(answered, decision), **SSE_HEADERS}
+    timeouts = gateway.policy.timeouts_for(decision.route, answered.model)
+    chunks = relay(answered.first_chunks, answered.stream, answered.model.name, client_wants_usage, timeouts, gateway.estimate_usage(record), finished)
+    headers = {**_routing_headers(answered, decision, record), **SSE_HEADERS}
     return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)

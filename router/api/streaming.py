@@ -2,19 +2,24 @@
 
 Every chunk gets the answering model's name. Usage is captured wherever it arrives; the
 client sees exactly one usage chunk (``choices: []``) before ``[DONE]`` if it asked for
-one, and none otherwise. A failure after the first chunk ends the stream with an in-band
-error event and ``[DONE]``, never a clean-looking truncated 200.
+one, and none otherwise. Chunks more than ``idle_s`` apart, or a stream past ``total_s``,
+or an upstream failure after the first chunk end the stream with an in-band error event
+and ``[DONE]``: never a clean-looking truncated 200. Whatever happens, including the client
+going away, ``on_finish`` runs once with the usage (reported or estimated).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 
 from router.errors import error_body
+from router.policy.model import Timeouts
 from router.providers.base import ChunkStream, UpstreamError, Usage
 
 log = logging.getLogger("router.stream")
@@ -26,41 +31,102 @@ def sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+class StreamTally:
+    """What the relay saw: usage, generated text (for estimates), upstream wait, outcome."""
+
+    __slots__ = ("usage", "estimated", "text", "upstream_s", "first_chunk_at", "outcome", "error_reason")
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.estimated = False
+        self.text: list[str] = []
+        self.upstream_s = 0.0
+        self.first_chunk_at: float | None = None
+        self.outcome = "success"
+        self.error_reason: str | None = None
+
+
 async def relay(
-    first_chunk: dict[str, Any],
+    first_chunks: list[dict[str, Any]],
     stream: ChunkStream,
     model_name: str,
     client_wants_usage: bool,
-    on_finish: Callable[[Usage | None, str], None],
+    timeouts: Timeouts,
+    estimate_usage: Callable[[str], Usage],
+    on_finish: Callable[[StreamTally], None],
 ) -> AsyncIterator[bytes]:
-    usage: Usage | None = None
-    last = first_chunk
-    outcome = "success"
+    tally = StreamTally()
+    deadline = time.monotonic() + timeouts.total_s
+    last: dict[str, Any] = first_chunks[-1] if first_chunks else {}
     try:
-        chunk: dict[str, Any] | None = first_chunk
         iterator = aiter(stream)
-        while chunk is not None:
+        pending = list(first_chunks)
+        while True:
+            chunk = pending.pop(0) if pending else await _next_chunk(iterator, timeouts.idle_s, deadline, tally)
+            if chunk is None:
+                break
             last = chunk
-            usage = Usage.from_openai(chunk.get("usage")) or usage
-            if chunk.get("choices"):
-                chunk["model"] = model_name
-                if client_wants_usage:
-                    chunk["usage"] = None
-                else:
-                    chunk.pop("usage", None)
-                yield sse(chunk)
-            chunk = await anext(iterator, None)
-        if client_wants_usage and usage is not None:
-            yield sse(_usage_chunk(last, model_name, usage))
+            payload = _client_chunk(chunk, model_name, client_wants_usage, tally)
+            if payload is not None:
+                if tally.first_chunk_at is None:
+                    tally.first_chunk_at = time.perf_counter()
+                yield payload
+        if tally.usage is None:
+            tally.usage, tally.estimated = estimate_usage("".join(tally.text)), True
+        if client_wants_usage:
+            yield sse(_usage_chunk(last, model_name, tally.usage))
         yield DONE
     except UpstreamError as error:
-        outcome = "stream_error"
+        tally.outcome, tally.error_reason = ("timeout" if error.reason in ("idle_timeout", "timeout") else "stream_error"), error.reason
         log.warning("upstream failed mid-stream", extra={"model": model_name, "reason": error.reason})
-        yield sse(error_body(f"The upstream failed during the stream ({error.reason}); the answer is incomplete.", "upstream_error", None, error.reason))
+        message = f"The upstream failed during the stream ({error.reason}); the answer is incomplete."
+        yield sse(error_body(message, "upstream_error", None, error.reason))
         yield DONE
+    except (asyncio.CancelledError, GeneratorExit):
+        tally.outcome = "cancelled"
+        raise
     finally:
         await stream.aclose()
-        on_finish(usage, outcome)
+        if tally.usage is None:
+            tally.usage, tally.estimated = estimate_usage("".join(tally.text)), True
+        on_finish(tally)
+
+
+async def _next_chunk(iterator: AsyncIterator[dict[str, Any]], idle_s: float, deadline: float, tally: StreamTally) -> dict[str, Any] | None:
+    remaining = deadline - time.monotonic()
+    limit = min(idle_s, remaining)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(max(limit, 0)):
+            return await anext(iterator, None)
+    except TimeoutError:
+        reason = "idle_timeout" if idle_s < remaining else "timeout"
+        raise UpstreamError(reason, "no chunk within the idle timeout" if reason == "idle_timeout" else "stream exceeded the total timeout") from None
+    finally:
+        tally.upstream_s += time.perf_counter() - started
+
+
+def _client_chunk(chunk: dict[str, Any], model_name: str, client_wants_usage: bool, tally: StreamTally) -> bytes | None:
+    usage = chunk.get("usage")
+    if usage:
+        tally.usage = Usage.from_openai(usage) or tally.usage
+    choices = chunk.get("choices")
+    if not choices:
+        return None  # the usage-only chunk: re-emitted once at the end if the client asked
+    for choice in choices:
+        delta = choice.get("delta") or {}
+        if delta.get("content"):
+            tally.text.append(delta["content"])
+        for call in delta.get("tool_calls") or ():
+            arguments = (call.get("function") or {}).get("arguments")
+            if arguments:
+                tally.text.append(arguments)
+    chunk["model"] = model_name
+    if client_wants_usage:
+        chunk["usage"] = None
+    else:
+        chunk.pop("usage", None)
+    return sse(chunk)
 
 
 def _usage_chunk(last: dict[str, Any], model_name: str, usage: Usage) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def decide(
     *,
     kind: str = "chat",
     tier_override: str | None = None,
-    unhealthy: frozenset[str] = frozenset(),
+    unavailable: Mapping[str, str] | None = None,
     latency_s: Mapping[str, float] | None = None,
 ) -> Decision:
     target = _resolve(policy, requested or policy.defaults.route, kind)
@@ -76,7 +76,7 @@ def decide(
     for model in policy.models.values():
         if model.kind != kind:
             continue
-        exclusion = _exclusion(policy, model, target, features, unhealthy)
+        exclusion = _exclusion(policy, model, target, features, unavailable or {})
         if exclusion is None:
             candidates.append(Candidate(model, _estimated_cost(model, features, expected_output)))
         else:
@@ -175,7 +175,7 @@ def _matches(rule: Rule, target: _Target, features: RequestFeatures) -> bool:
 
 
 def _exclusion(
-    policy: Policy, model: Model, target: _Target, features: RequestFeatures, unhealthy: frozenset[str]
+    policy: Policy, model: Model, target: _Target, features: RequestFeatures, unavailable: Mapping[str, str]
 ) -> Exclusion | None:
     reason = _policy_reason(policy, model, target)
     if reason:
@@ -186,8 +186,8 @@ def _exclusion(
     provider = policy.providers[model.provider]
     if not provider.enabled:
         return Exclusion(model.name, f"provider '{provider.name}' is disabled: {provider.disabled_reason}", "unavailable")
-    if model.name in unhealthy:
-        return Exclusion(model.name, "unhealthy: circuit open after recent failures", "unavailable")
+    if model.name in unavailable:
+        return Exclusion(model.name, unavailable[model.name], "unavailable")
     return None
 
 

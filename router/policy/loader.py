@@ -33,7 +33,7 @@ from router.policy.model import (
     Route,
     Rule,
 )
-from router.policy.schema import RawModel, RawPolicy, RawProvider, RawRoute, RawRule
+from router.policy.schema import RawModel, RawPolicy, RawProvider, RawRoute, RawRule, RawTimeouts
 
 
 class PolicyError(Exception):
@@ -220,6 +220,7 @@ class _Builder:
             context_window=context_window,
             max_output_tokens=raw.max_output_tokens or (entry.max_output_tokens if entry else None),
             capabilities=frozenset(capabilities),
+            timeouts=_timeouts(raw.timeouts),
         )
 
     def _price(self, path: Path, raw: RawModel, entry: catalog.CatalogEntry | None) -> Price | None:
@@ -252,7 +253,7 @@ class _Builder:
         for index, model in enumerate(raw.models or ()):
             if model not in models:
                 self.error((*path, "models", index), f"unknown model '{model}'")
-        return Route(name, raw.tier, rank, ceiling, frozenset(raw.models) if raw.models else None)
+        return Route(name, raw.tier, rank, ceiling, frozenset(raw.models) if raw.models else None, _timeouts(raw.timeouts), raw.retries)
 
     def _check_route_names(self, routes: dict[str, Route | None], tiers: list[str], models: dict[str, RawModel]) -> None:
         for name in routes:
@@ -296,6 +297,15 @@ class _Builder:
         if d.ttft_timeout_s > d.timeout_s:
             self.error(("defaults", "ttft_timeout_s"), "must not exceed timeout_s")
         return Defaults(**d.model_dump())
+
+
+TIMEOUT_FIELDS = {"timeout_s": "total_s", "connect_timeout_s": "connect_s", "ttft_timeout_s": "ttft_s", "idle_timeout_s": "idle_s"}
+
+
+def _timeouts(raw: RawTimeouts | None) -> dict[str, float]:
+    if raw is None:
+        return {}
+    return {TIMEOUT_FIELDS[k]: v for k, v in raw.model_dump().items() if v is not None}
 
 
 def _catalog_keys(name: str, raw: RawModel, upstream: str) -> list[str]:

@@ -42,6 +42,19 @@ class Price:
 
 
 @dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds. ``ttft_s``: to the first content chunk; ``idle_s``: between chunks."""
+
+    connect_s: float
+    ttft_s: float
+    idle_s: float
+    total_s: float
+
+    def override(self, changes: Mapping[str, float]) -> Timeouts:
+        return Timeouts(**{**{f: getattr(self, f) for f in ("connect_s", "ttft_s", "idle_s", "total_s")}, **changes})
+
+
+@dataclass(frozen=True, slots=True)
 class Model:
     name: str
     provider: str
@@ -54,6 +67,7 @@ class Model:
     context_window: int
     max_output_tokens: int | None
     capabilities: frozenset[str]
+    timeouts: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +77,8 @@ class Route:
     tier_rank: int
     ceiling_rank: int
     models: frozenset[str] | None = None
+    timeouts: Mapping[str, float] = field(default_factory=dict)
+    retries: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +117,11 @@ class Defaults:
     timeout_s: float
     connect_timeout_s: float
     ttft_timeout_s: float
+    idle_timeout_s: float
     retries: int
+    max_retry_wait_s: float
+    eject_after_failures: int
+    ejection_s: float
     baseline_model: str | None
     expected_output_tokens: int
     concrete_model_fallback: bool
@@ -122,6 +142,16 @@ class Policy:
     def __post_init__(self) -> None:
         for name in ("providers", "models", "routes"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    def timeouts_for(self, route: str, model: Model) -> Timeouts:
+        d = self.defaults
+        base = Timeouts(d.connect_timeout_s, d.ttft_timeout_s, d.idle_timeout_s, d.timeout_s)
+        route_overrides = self.routes[route].timeouts if route in self.routes else {}
+        return base.override(route_overrides).override(model.timeouts)
+
+    def retries_for(self, route: str) -> int:
+        configured = self.routes[route].retries if route in self.routes else None
+        return self.defaults.retries if configured is None else configured
 
     def tier_rank(self, tier: str) -> int:
         return self.tiers.index(tier)

@@ -36,6 +36,15 @@ class RawPrice(Strict):
     cached_input: float | None = Field(default=None, ge=0, le=100_000)
 
 
+class RawTimeouts(Strict):
+    """Per-route or per-model overrides of the defaults' timeouts (seconds)."""
+
+    timeout_s: float | None = Field(default=None, gt=0, le=86_400)
+    connect_timeout_s: float | None = Field(default=None, gt=0, le=600)
+    ttft_timeout_s: float | None = Field(default=None, gt=0, le=3_600)
+    idle_timeout_s: float | None = Field(default=None, gt=0, le=3_600)
+
+
 class RawModel(Strict):
     provider: str
     tier: str
@@ -46,12 +55,15 @@ class RawModel(Strict):
     context_window: int | None = Field(default=None, gt=0)
     max_output_tokens: int | None = Field(default=None, gt=0)
     capabilities: list[Capability] | None = None
+    timeouts: RawTimeouts | None = None
 
 
 class RawRoute(Strict):
     tier: str
     fallback_tier: str | None = None
     models: list[str] | None = Field(default=None, min_length=1)
+    timeouts: RawTimeouts | None = None
+    retries: int | None = Field(default=None, ge=0, le=5)
 
 
 class RawComparison(Strict):
@@ -103,7 +115,11 @@ class RawDefaults(Strict):
     timeout_s: float = Field(default=120, gt=0, le=86_400)
     connect_timeout_s: float = Field(default=5, gt=0, le=600)
     ttft_timeout_s: float = Field(default=20, gt=0, le=3_600)
+    idle_timeout_s: float = Field(default=60, gt=0, le=3_600)
     retries: int = Field(default=2, ge=0, le=5)
+    max_retry_wait_s: float = Field(default=10, ge=0, le=300)
+    eject_after_failures: int = Field(default=5, ge=1, le=1000)
+    ejection_s: float = Field(default=30, gt=0, le=3_600)
     baseline_model: str | None = None
     expected_output_tokens: int = Field(default=256, gt=0, le=1_000_000)
     concrete_model_fallback: bool = True

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from router.policy.model import Model
+from router.policy.model import Model, Timeouts
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +42,11 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
-class Timeouts:
-    connect_s: float
-    ttft_s: float
-    total_s: float
-
-
-@dataclass(frozen=True, slots=True)
 class UpstreamCall:
     model: Model
     body: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
-    timeouts: Timeouts = Timeouts(5.0, 20.0, 120.0)
+    timeouts: Timeouts = Timeouts(5.0, 20.0, 60.0, 120.0)
     request_id: str = ""
 
 

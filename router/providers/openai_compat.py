@@ -46,11 +46,7 @@ class OpenAICompatibleAdapter:
         body["model"] = call.model.upstream
         body["stream"] = True
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        try:
-            async with asyncio.timeout(call.timeouts.ttft_s):
-                response = await self._post("/chat/completions", body, call)
-        except TimeoutError:
-            raise UpstreamError("ttft_timeout", "upstream sent no response headers within the first-token timeout") from None
+        response = await self._post("/chat/completions", body, call)
         try:
             if response.status != 200:
                 raise error_from_status(response.status, await _read_capped(response), response.headers.get("retry-after"))
@@ -66,14 +62,13 @@ class OpenAICompatibleAdapter:
 
     async def _json_call(self, path: str, body: dict[str, Any], call: UpstreamCall) -> Completion:
         try:
-            async with asyncio.timeout(call.timeouts.total_s):
-                response = await self._post(path, body, call)
-                try:
-                    raw = await _read_capped(response)
-                finally:
-                    response.release()
-        except TimeoutError:
-            raise UpstreamError("timeout", "upstream did not answer within the timeout") from None
+            response = await self._post(path, body, call)
+            try:
+                raw = await _read_capped(response)
+            except BaseException:
+                response.close()  # cancelled or broken: drop the connection so the upstream stops
+                raise
+            response.release()
         except (aiohttp.ClientError, OSError):
             raise UpstreamError("connect_error", "upstream connection failed while reading the response") from None
         if response.status != 200:
@@ -94,14 +89,14 @@ class OpenAICompatibleAdapter:
         if call.request_id:
             headers["x-request-id"] = call.request_id
         timeout = aiohttp.ClientTimeout(total=None, connect=call.timeouts.connect_s)
+        data = orjson.dumps(body)
         try:
-            return await self.session.post(
-                self.provider.base_url + path,
-                data=orjson.dumps(body),
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-            )
+            try:
+                return await self.session.post(self.provider.base_url + path, data=data, headers=headers, timeout=timeout, allow_redirects=False)
+            except aiohttp.ServerDisconnectedError:
+                # A pooled keep-alive connection the server had already dropped (local servers
+                # often close after an error): once more on a fresh connection, not a model failure.
+                return await self.session.post(self.provider.base_url + path, data=data, headers=headers, timeout=timeout, allow_redirects=False)
         except aiohttp.ServerTimeoutError:
             raise UpstreamError("connect_error", "connecting to the upstream timed out") from None
         except (aiohttp.ClientError, OSError):

@@ -1,0 +1,127 @@
+"""What one request did and cost: recorded as metrics and as one access-log line.
+
+A ``RequestRecord`` travels with the request; the dispatcher adds its attempts, the
+response path adds usage and outcome, and ``Accountant.finish`` writes everything once.
+Usage the upstream did not report is estimated with the tokenizer and marked so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from router import costs
+from router.metrics import OUTCOMES, Metrics
+from router.policy import tokens
+from router.policy.model import Model, Policy
+from router.providers.base import Usage
+
+access_log = logging.getLogger("router.access")
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    operation: str  # chat | embeddings
+    route: str
+    tier: str
+    team: str = "none"
+    stream: bool = False
+    prompt_tokens: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    upstream_s: float = 0.0
+    ttft_s: float | None = None
+    attempts: int = 0
+    model: Model | None = None
+    usage: Usage | None = None
+    usage_estimated: bool = False
+    outcome: str = "success"
+    error_type: str = "none"
+    cost_usd: float = 0.0
+    finished: bool = False
+
+
+class Accountant:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def attempt(self, record: RequestRecord, model: Model, duration_s: float, error_reason: str | None, usage: Usage | None = None) -> None:
+        labels = dict(
+            gen_ai_operation_name=record.operation,
+            gen_ai_provider_name=model.provider,
+            gen_ai_request_model=model.upstream,
+            gen_ai_response_model=model.name,
+            error_type=error_reason or "none",
+        )
+        self.metrics.operation_duration.labels(**labels).observe(duration_s)
+        if error_reason:
+            self.metrics.upstream_errors.labels(model=model.name, provider=model.provider, reason=error_reason).inc()
+        if usage is not None:
+            self.metrics.token_usage.labels(**labels, gen_ai_token_type="input").observe(usage.input_tokens)
+            self.metrics.token_usage.labels(**labels, gen_ai_token_type="output").observe(usage.output_tokens)
+
+    def fallback(self, from_model: Model, to_model: Model, reason: str) -> None:
+        self.metrics.fallbacks.labels(from_model=from_model.name, to_model=to_model.name, reason=reason).inc()
+
+    def estimate_usage(self, record: RequestRecord, output_text: str) -> Usage:
+        record.usage_estimated = True
+        return Usage(record.prompt_tokens, tokens.count_text(output_text), 0)
+
+    def finish(self, record: RequestRecord, policy: Policy) -> None:
+        if record.finished:
+            return
+        record.finished = True
+        elapsed = time.perf_counter() - record.started
+        outcome = record.outcome if record.outcome in OUTCOMES else "other"
+        model, m = record.model, self.metrics
+        model_name = model.name if model else "none"
+        provider = model.provider if model else "none"
+        m.requests.labels(route=record.route, tier=record.tier, model=model_name, provider=provider, outcome=outcome).inc()
+        m.request_duration.labels(route=record.route, tier=record.tier, gen_ai_response_model=model_name, error_type=record.error_type).observe(elapsed)
+        m.overhead.labels(route=record.route).observe(max(0.0, elapsed - record.upstream_s))
+        if record.ttft_s is not None and model is not None:
+            m.time_to_first_token.labels(route=record.route, gen_ai_provider_name=provider, gen_ai_response_model=model_name).observe(record.ttft_s)
+        if model is not None and record.usage is not None:
+            self._bill(record, policy, model, record.usage)
+        self._log(record, elapsed)
+
+    def _bill(self, record: RequestRecord, policy: Policy, model: Model, usage: Usage) -> None:
+        m = self.metrics
+        record.cost_usd = costs.cost_usd(model, usage)
+        estimated = "true" if record.usage_estimated else "false"
+        m.cost.labels(route=record.route, tier=record.tier, model=model.name, provider=model.provider, team=record.team, estimated=estimated).inc(record.cost_usd)
+        saved = costs.savings_usd(policy, model, usage)
+        m.savings.labels(route=record.route, team=record.team).inc(max(saved, 0.0))
+        m.tokens.labels(model=model.name, provider=model.provider, type="input").inc(usage.input_tokens)
+        m.tokens.labels(model=model.name, provider=model.provider, type="output").inc(usage.output_tokens)
+        if usage.cached_tokens:
+            m.tokens.labels(model=model.name, provider=model.provider, type="cached").inc(usage.cached_tokens)
+
+    def _log(self, record: RequestRecord, elapsed: float) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        usage = record.usage or Usage()
+        access_log.info(
+            "request",
+            extra={
+                "request_id": record.request_id,
+                "operation": record.operation,
+                "route": record.route,
+                "tier": record.tier,
+                "team": record.team,
+                "model": record.model.name if record.model else None,
+                "provider": record.model.provider if record.model else None,
+                "stream": record.stream,
+                "attempts": record.attempts,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cached_tokens": usage.cached_tokens,
+                "cost_usd": round(record.cost_usd, 10),
+                "cost_estimated": record.usage_estimated,
+                "latency_s": round(elapsed, 6),
+                "ttft_s": round(record.ttft_s, 6) if record.ttft_s is not None else None,
+                "outcome": record.outcome,
+                "error_type": record.error_type,
+            },
+        )
