@@ -76,3 +76,45 @@ def two_model_policy(upstream_url: str, second_url: str | None = None, **default
       frontier: {{tier: frontier}}
     defaults: {{route: standard, baseline_model: pricey-model, ttft_timeout_s: 2, timeout_s: 5{extra}}}
     """
+
+
+def one_model_policy(upstream_url: str, model_timeouts: str = "", **defaults: object) -> str:
+    """One standard model on one OpenAI-shaped upstream: retries and cooldowns have nowhere else to go."""
+    values = {"retries": 2, "max_retry_wait_s": 2, "ttft_timeout_s": 2, "timeout_s": 5, **defaults}
+    extra = ", ".join(f"{k}: {v}" for k, v in values.items())
+    timeouts = f", timeouts: {{{model_timeouts}}}" if model_timeouts else ""
+    return f"""
+    version: 1
+    tiers: [standard]
+    providers:
+      only: {{type: openai, base_url: "{upstream_url}", api_key: sk-upstream-secret-1}}
+    models:
+      solo: {{provider: only, upstream: gpt-4o-mini, tier: standard, price: {{input: 1.0, output: 2.0}}, context_window: 128000, capabilities: [tools]{timeouts}}}
+    routes:
+      standard: {{tier: standard}}
+    defaults: {{route: standard, baseline_model: solo, {extra}}}
+    """
+
+
+def scrape(url: str) -> dict[str, float]:
+    """``/metrics`` as {'name{label="v",...}': value} (samples only)."""
+    import httpx
+
+    samples: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def metric_sum(samples: dict[str, float], name: str, **labels: str) -> float:
+    """Sum of every sample of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for key, value in samples.items():
+        metric, _, rest = key.partition("{")
+        if metric != name:
+            continue
+        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            total += value
+    return total

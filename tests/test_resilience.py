@@ -1,0 +1,221 @@
+"""Failure handling that loses nothing: one test per scenario, against a fault-injecting
+fake upstream on a real socket."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes import ErrorReply, Hang, RawReply, Reply, StreamThenReset, StreamWithoutDone, StreamWithoutUsage
+from tests.harness import RunningRouter, metric_sum, one_model_policy, scrape, write_policy
+
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+def eventually(read, timeout_s: float = 3.0):
+    """The first non-zero value ``read()`` returns within ``timeout_s`` (else the last one)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = read()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def start(tmp_path, upstream, **options) -> RunningRouter:
+    return RunningRouter(write_policy(tmp_path, one_model_policy(upstream.base_url, **options)))
+
+
+def sdk(router: RunningRouter, **options) -> openai.OpenAI:
+    return openai.OpenAI(base_url=router.base_url, api_key="x", max_retries=0, **options)
+
+
+def test_503_is_retried_answered_once_and_billed_once_with_one_request_id(tmp_path, upstream):
+    upstream.script(ErrorReply(503))
+    with start(tmp_path, upstream) as router:
+        raw = sdk(router).chat.completions.with_raw_response.create(model="standard", messages=HELLO)
+        samples = scrape(router.url)
+    assert raw.headers["x-router-attempts"] == "2"
+    assert len(upstream.chat_requests) == 2
+    assert {r.headers["x-request-id"] for r in upstream.chat_requests} == {raw.headers["x-request-id"]}
+    one_request_cost = (20 * 1.0 + 5 * 2.0) / 1e6
+    assert float(raw.headers["x-router-cost-usd"]) == pytest.approx(one_request_cost)
+    assert metric_sum(samples, "router_cost_usd_total") == pytest.approx(one_request_cost)
+    assert metric_sum(samples, "router_requests_total", outcome="success") == 1
+    assert metric_sum(samples, "router_upstream_errors_total", reason="server_error") == 1
+
+
+def test_429_with_retry_after_on_the_only_model_waits_and_retries(tmp_path, upstream):
+    upstream.script(ErrorReply(429, headers={"retry-after": "1"}))
+    with start(tmp_path, upstream) as router:
+        started = time.monotonic()
+        completion = sdk(router).chat.completions.create(model="standard", messages=HELLO)
+    assert completion.model == "solo"
+    assert time.monotonic() - started >= 1.0
+    assert len(upstream.chat_requests) == 2
+
+
+def test_429_asking_for_longer_than_the_cap_returns_429_with_retry_after_then_cools_down(tmp_path, upstream):
+    upstream.script(ErrorReply(429, headers={"retry-after": "30"}))
+    with start(tmp_path, upstream) as router:
+        with pytest.raises(openai.RateLimitError) as first:
+            sdk(router).chat.completions.create(model="standard", messages=HELLO)
+        with pytest.raises(openai.RateLimitError) as second:
+            sdk(router).chat.completions.create(model="standard", messages=HELLO)
+    assert first.value.response.headers["retry-after"] == "30"
+    assert 28 <= int(second.value.response.headers["retry-after"]) <= 30  # cooling down: no upstream call
+    assert "cooling down" in second.value.message
+    assert len(upstream.chat_requests) == 1
+
+
+def test_retry_after_as_an_http_date(tmp_path, upstream):
+    from email.utils import formatdate
+
+    upstream.script(ErrorReply(429, headers={"retry-after": formatdate(time.time() + 60, usegmt=True)}))
+    with start(tmp_path, upstream) as router:
+        with pytest.raises(openai.RateLimitError) as info:
+            sdk(router).chat.completions.create(model="standard", messages=HELLO)
+    assert 58 <= int(info.value.response.headers["retry-after"]) <= 60
+
+
+def test_400_is_not_retried(tmp_path, upstream):
+    upstream.script(ErrorReply(400))
+    with start(tmp_path, upstream) as router:
+        with pytest.raises(openai.BadRequestError):
+            sdk(router).chat.completions.create(model="standard", messages=HELLO)
+    assert len(upstream.chat_requests) == 1
+
+
+def test_upstream_401_is_502_and_the_model_is_taken_out(tmp_path, upstream):
+    upstream.script(ErrorReply(401))
+    with start(tmp_path, upstream) as router:
+        with pytest.raises(openai.InternalServerError) as info:
+            sdk(router).chat.completions.create(model="standard", messages=HELLO)
+        explained = httpx.post(f"{router.base_url}/router/explain", json={"model": "standard", "messages": HELLO}).json()
+        samples = scrape(router.url)
+    assert info.value.status_code == 502 and info.value.code == "upstream_auth_error"
+    assert len(upstream.chat_requests) == 1  # a refused key is not retried
+    assert explained["error"]["code"] == "no_candidate_model"
+    assert "circuit open" in explained["error"]["message"]
+    assert metric_sum(samples, "router_circuit_state", model="solo") == 2
+
+
+def test_reset_after_the_first_chunk_ends_with_an_in_band_error_and_done(tmp_path, upstream):
+    upstream.script(StreamThenReset(chunks_before_reset=2))
+    with start(tmp_path, upstream) as router:
+        with httpx.stream("POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}) as response:
+            body = response.read().decode()
+    events = [e.removeprefix("data: ") for e in body.split("\n\n") if e]
+    assert response.status_code == 200
+    assert events[-1] == "[DONE]"
+    assert '"error"' in events[-2] and "stream_error" in events[-2]
+    assert len(upstream.chat_requests) == 1  # nothing retried after content started
+    assert body.count("Hello") <= 1  # no duplicated text
+
+
+def test_the_sdk_sees_a_mid_stream_failure_as_an_error(tmp_path, upstream):
+    upstream.script(StreamThenReset(chunks_before_reset=2))
+    with start(tmp_path, upstream) as router:
+        with pytest.raises(openai.APIError):
+            list(sdk(router).chat.completions.create(model="standard", messages=HELLO, stream=True))
+
+
+def test_idle_timeout_mid_stream(tmp_path, upstream):
+    upstream.script(Reply(chunk_delay_s=1.0))
+    with start(tmp_path, upstream, model_timeouts="idle_timeout_s: 0.6, ttft_timeout_s: 3") as router:
+        with httpx.stream("POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}, timeout=10) as response:
+            body = response.read().decode()
+    assert "idle_timeout" in body and body.endswith("data: [DONE]\n\n")
+
+
+def test_long_generation_completes_when_timeouts_allow(tmp_path, upstream):
+    upstream.script(Reply(chunk_delay_s=0.4))
+    with start(tmp_path, upstream, model_timeouts="idle_timeout_s: 2") as router:
+        chunks = list(sdk(router).chat.completions.create(model="standard", messages=HELLO, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello from gpt-4o-mini."
+
+
+def test_client_disconnect_mid_stream_cancels_upstream_within_a_second(tmp_path, upstream):
+    upstream.script(Reply(chunk_delay_s=0.5))
+    with start(tmp_path, upstream) as router:
+        with httpx.stream("POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}) as response:
+            next(response.iter_bytes())
+        closed_at = time.monotonic()
+        assert upstream.wait_for_disconnects(1, timeout=3)
+        cancelled = eventually(lambda: metric_sum(scrape(router.url), "router_requests_total", outcome="cancelled"))
+    assert upstream.disconnect_times[0] - closed_at < 1.0
+    assert cancelled == 1
+
+
+def test_client_disconnect_during_a_non_stream_call_cancels_upstream(tmp_path, upstream):
+    upstream.script(Hang(10))
+    with start(tmp_path, upstream, timeout_s=30) as router:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO}, timeout=0.5)
+        closed_at = time.monotonic()
+        assert upstream.wait_for_disconnects(1, timeout=3)
+    assert upstream.disconnect_times[0] - closed_at < 1.0
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        ErrorReply(502, b"<html><body><h1>502 Bad Gateway</h1>nginx at http://10.0.0.7</body></html>", content_type="text/html"),
+        RawReply(200, b'{"id": "chatcmpl-1", "choices": [{"message": {"content": "tru', content_type="application/json"),
+        RawReply(200, b'data: {"id": "x"}\n\ndata: [DONE]\n\n', content_type="text/event-stream"),
+        ErrorReply(500, b"Internal Server Error", content_type="text/plain"),
+        ErrorReply(500, {"detail": "CUDA out of memory"}),
+    ],
+    ids=["html", "truncated-json", "sse-to-non-stream", "text-plain-500", "detail-500"],
+)
+def test_unreadable_upstream_answers_become_a_clean_502(tmp_path, upstream, reply):
+    upstream.script(*[reply] * 3)
+    with start(tmp_path, upstream) as router:
+        response = httpx.post(f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO}, timeout=10)
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    for leak in ("<html", "10.0.0.7", "127.0.0.1", "sk-upstream", "CUDA", "Traceback"):
+        assert leak not in response.text
+
+
+def test_a_model_is_ejected_after_repeated_failures_and_restored_by_a_probe(tmp_path, upstream):
+    upstream.script(ErrorReply(500), ErrorReply(500))
+    with start(tmp_path, upstream, retries=0, eject_after_failures=2, ejection_s=1) as router:
+        for _ in range(2):
+            with pytest.raises(openai.InternalServerError):
+                sdk(router).chat.completions.create(model="standard", messages=HELLO)
+        with pytest.raises(openai.APIStatusError) as ejected:
+            sdk(router).chat.completions.create(model="standard", messages=HELLO)
+        open_state = metric_sum(scrape(router.url), "router_circuit_state", model="solo")
+        time.sleep(1.1)
+        probe = sdk(router).chat.completions.create(model="standard", messages=HELLO)
+        closed_state = metric_sum(scrape(router.url), "router_circuit_state", model="solo")
+    assert ejected.value.status_code == 503 and "circuit open" in ejected.value.message
+    assert ejected.value.response.headers["retry-after"] == "1"
+    assert len(upstream.chat_requests) == 3  # the ejected model was not called
+    assert open_state == 2 and closed_state == 0
+    assert probe.model == "solo"
+
+
+def test_local_server_stream_without_usage_is_estimated_and_the_client_still_gets_usage(tmp_path, upstream):
+    upstream.script(StreamWithoutUsage())
+    with start(tmp_path, upstream) as router:
+        chunks = list(sdk(router).chat.completions.create(model="standard", messages=HELLO, stream=True, stream_options={"include_usage": True}))
+        samples = scrape(router.url)
+    usage_chunks = [c for c in chunks if c.usage is not None]
+    assert len(usage_chunks) == 1 and usage_chunks[0].choices == []
+    assert usage_chunks[0].usage.completion_tokens > 0
+    assert metric_sum(samples, "router_cost_usd_total", estimated="true") > 0
+    assert metric_sum(samples, "router_cost_usd_total", estimated="false") == 0
+
+
+def test_local_server_stream_without_done_still_ends_cleanly(tmp_path, upstream):
+    upstream.script(StreamWithoutDone())
+    with start(tmp_path, upstream) as router:
+        with httpx.stream("POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}) as response:
+            body = response.read().decode()
+    assert body.endswith("data: [DONE]\n\n") and '"error"' not in body
