@@ -38,6 +38,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> FastAPI:
     tokens.warm_up()
     log_policy_summary(runtime.policy)
     runtime.metrics.show_policy(loaded.sha256)
+    runtime.metrics.prime(loaded)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

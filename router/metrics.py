@@ -14,6 +14,8 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from router.policy.model import Policy
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
@@ -58,6 +60,17 @@ class Metrics:
         self.rate_limited = Counter("router_rate_limited", "Requests refused by a rate limit", ["team"], registry=r)
         self.policy_reloads = Counter("router_policy_reloads", "Policy reloads by result", ["result"], registry=r)
         self.policy_info = Gauge("router_policy_info", "The policy this replica runs (value 1)", ["sha256"], registry=r, multiprocess_mode="max")
+
+    def prime(self, policy: Policy, teams: tuple[str, ...] = ("none",)) -> None:
+        """Create the series that are zero until something happens, so dashboards and
+        alerts see 0 rather than no data: circuit states, rejections, reload results."""
+        for model in policy.models.values():
+            self.circuit_state.labels(model=model.name, provider=model.provider).set(0)
+        for team in teams:
+            self.budget_rejections.labels(team=team)
+            self.rate_limited.labels(team=team)
+        for result in ("success", "failure"):
+            self.policy_reloads.labels(result=result)
 
     def exposition(self) -> bytes:
         if multiprocess_enabled():

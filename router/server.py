@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import uvicorn
 
+import os
+import tempfile
+from pathlib import Path
+
 from router.logs import configure_logging, uvicorn_log_config
 from router.policy.loader import load_policy
 from router.settings import Settings
@@ -25,8 +29,22 @@ def run() -> None:
         server_header=False,
     )
     if settings.workers > 1:
+        prepare_multiprocess_metrics()
         uvicorn.run("router.app:app_from_environment", factory=True, workers=settings.workers, **common)
     else:
         from router.app import create_app
 
         uvicorn.run(create_app(settings), **common)
+
+
+def prepare_multiprocess_metrics() -> None:
+    """Workers share metrics through files in ``PROMETHEUS_MULTIPROC_DIR`` (made if unset;
+    emptied at start so counters from an earlier run do not leak in)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="tier-router-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
