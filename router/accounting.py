@@ -7,17 +7,15 @@ Usage the upstream did not report is estimated with the tokenizer and marked so.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 
 from router import costs
 from router.metrics import OUTCOMES, Metrics
 from router.policy import tokens
-from router.policy.model import Model, Policy
+from router.policy.model import Model, Policy, Price, gpu_price
 from router.providers.base import Usage
 
-access_log = logging.getLogger("router.access")
 
 
 @dataclass(slots=True)
@@ -42,9 +40,27 @@ class RequestRecord:
     finished: bool = False
 
 
+THROUGHPUT_WEIGHT = 0.2
+
+
 class Accountant:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self.tokens_per_second: dict[str, float] = {}
+
+    def price_of(self, model: Model) -> Price:
+        """The policy price; for ``gpu_hour_usd`` models, from the measured throughput."""
+        measured = self.tokens_per_second.get(model.name)
+        if model.gpu_hour_usd is None or not measured:
+            return model.price
+        return gpu_price(model.gpu_hour_usd, measured)
+
+    def _measure_throughput(self, record: RequestRecord, model: Model, usage: Usage) -> None:
+        if record.outcome != "success" or record.usage_estimated or usage.output_tokens < 1 or record.upstream_s <= 0:
+            return
+        observed = usage.output_tokens / record.upstream_s
+        previous = self.tokens_per_second.get(model.name)
+        self.tokens_per_second[model.name] = observed if previous is None else previous + THROUGHPUT_WEIGHT * (observed - previous)
 
     def attempt(self, record: RequestRecord, model: Model, duration_s: float, error_reason: str | None, usage: Usage | None = None) -> None:
         labels = dict(
@@ -84,44 +100,40 @@ class Accountant:
             m.time_to_first_token.labels(route=record.route, gen_ai_provider_name=provider, gen_ai_response_model=model_name).observe(record.ttft_s)
         if model is not None and record.usage is not None:
             self._bill(record, policy, model, record.usage)
-        self._log(record, elapsed)
 
     def _bill(self, record: RequestRecord, policy: Policy, model: Model, usage: Usage) -> None:
         m = self.metrics
-        record.cost_usd = costs.cost_usd(model, usage)
+        if model.gpu_hour_usd is not None:
+            self._measure_throughput(record, model, usage)
+        record.cost_usd = costs.cost_usd(model, usage, self.price_of(model))
         estimated = "true" if record.usage_estimated else "false"
         m.cost.labels(route=record.route, tier=record.tier, model=model.name, provider=model.provider, team=record.team, estimated=estimated).inc(record.cost_usd)
-        saved = costs.savings_usd(policy, model, usage)
+        saved = costs.savings_usd(policy, record.cost_usd, usage)
         m.savings.labels(route=record.route, team=record.team).inc(max(saved, 0.0))
         m.tokens.labels(model=model.name, provider=model.provider, type="input").inc(usage.input_tokens)
         m.tokens.labels(model=model.name, provider=model.provider, type="output").inc(usage.output_tokens)
         if usage.cached_tokens:
             m.tokens.labels(model=model.name, provider=model.provider, type="cached").inc(usage.cached_tokens)
 
-    def _log(self, record: RequestRecord, elapsed: float) -> None:
-        if not access_log.isEnabledFor(logging.INFO):
-            return
-        usage = record.usage or Usage()
-        access_log.info(
-            "request",
-            extra={
-                "request_id": record.request_id,
-                "operation": record.operation,
-                "route": record.route,
-                "tier": record.tier,
-                "team": record.team,
-                "model": record.model.name if record.model else None,
-                "provider": record.model.provider if record.model else None,
-                "stream": record.stream,
-                "attempts": record.attempts,
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cached_tokens": usage.cached_tokens,
-                "cost_usd": round(record.cost_usd, 10),
-                "cost_estimated": record.usage_estimated,
-                "latency_s": round(elapsed, 6),
-                "ttft_s": round(record.ttft_s, 6) if record.ttft_s is not None else None,
-                "outcome": record.outcome,
-                "error_type": record.error_type,
-            },
-        )
+
+def access_fields(record: RequestRecord) -> dict[str, object]:
+    """The routed part of a request's access-log line: never a key or a prompt."""
+    usage = record.usage or Usage()
+    return {
+        "operation": record.operation,
+        "route": record.route,
+        "tier": record.tier,
+        "team": record.team,
+        "model": record.model.name if record.model else None,
+        "provider": record.model.provider if record.model else None,
+        "stream": record.stream,
+        "attempts": record.attempts,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "cost_usd": round(record.cost_usd, 10),
+        "cost_estimated": record.usage_estimated,
+        "ttft_s": round(record.ttft_s, 6) if record.ttft_s is not None else None,
+        "outcome": record.outcome,
+        "error_type": record.error_type,
+    }

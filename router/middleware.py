@@ -5,14 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from router.accounting import access_fields
 from router.errors import BodyTooLarge, RouterError, error_body
 
 import orjson
 
 log = logging.getLogger("router.http")
+access_log = logging.getLogger("router.access")
+QUIET_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
+LOGGED_PATHS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/router/explain"})
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -22,7 +27,8 @@ def new_request_id() -> str:
 
 class RequestIdMiddleware:
     """Keeps a well-formed client ``x-request-id`` or makes one; echoes it on every response
-    as ``x-request-id`` and ``request-id`` and stores it in ``scope["state"]``."""
+    as ``x-request-id`` and ``request-id`` and stores it in ``scope["state"]``. Writes one
+    access-log line per request when the response is complete (streams included)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -32,17 +38,40 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = _client_request_id(scope) or new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         encoded = request_id.encode()
+        started = time.perf_counter()
+        status = 0
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = list(message.get("headers", []))
                 headers += [(b"x-request-id", encoded), (b"request-id", encoded)]
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if scope["path"] not in QUIET_PATHS and access_log.isEnabledFor(logging.INFO):
+                _log_access(scope, state, request_id, status, time.perf_counter() - started)
+
+
+def _log_access(scope: Scope, state: dict, request_id: str, status: int, elapsed: float) -> None:
+    fields: dict[str, object] = {
+        "request_id": request_id,
+        "method": scope["method"],
+        "path": scope["path"] if scope["path"] in LOGGED_PATHS else "other",
+        "status": status or 499,
+        "latency_s": round(elapsed, 6),
+    }
+    record = state.get("record")
+    if record is not None:
+        fields.update(access_fields(record))
+    access_log.info("request", extra=fields)
 
 
 def _client_request_id(scope: Scope) -> str | None:

@@ -68,3 +68,34 @@ def test_python_dash_m_router_is_the_same_program():
     assert result.returncode == 0
     for command in ("serve", "check", "explain"):
         assert command in result.stdout
+
+
+def test_serve_logs_json_lines_including_uvicorns_own(tmp_path: Path):
+    import os
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    process = subprocess.Popen([*ROUTER, "serve", "--policy", "policies/default.yaml", "--port", str(port)], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=5)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    loggers = {line["logger"] for line in lines}
+    assert {"router", "router.access", "uvicorn.error"} <= loggers
+    assert any("SIMULATED" in line["message"] for line in lines)
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)

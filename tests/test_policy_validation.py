@@ -310,3 +310,18 @@ def test_shipped_policies_load(name):
     assert {"frontier", "standard", "small"} <= set(policy.routes)
     for tier in policy.tiers:
         assert any(m.tier == tier and policy.providers[m.provider].enabled for m in policy.models.values()), tier
+
+
+def test_gpu_hour_price_and_a_token_price_are_exclusive():
+    (message,) = errors("    price: {input: 0.0, output: 0.0}\n", "    price: {input: 0.0, output: 0.0}\n    gpu_hour_usd: 2.5\n")
+    assert message == "p.yaml:21 models.local-model.gpu_hour_usd: state either price or gpu_hour_usd, not both"
+
+
+def test_gpu_tokens_per_second_needs_gpu_hour_usd():
+    (message,) = errors("    context_window: 8192\n", "    context_window: 8192\n    gpu_tokens_per_second: 100\n")
+    assert message == "p.yaml:22 models.local-model.gpu_tokens_per_second: only used with gpu_hour_usd"
+
+
+def test_unsupported_parameter_action_is_checked():
+    (message,) = errors("    type: simulated\n", "    type: simulated\n    on_unsupported: ignore\n")
+    assert message.startswith("p.yaml:10 providers.sim.on_unsupported: Input should be 'drop' or 'refuse'")

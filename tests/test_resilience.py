@@ -219,3 +219,34 @@ def test_local_server_stream_without_done_still_ends_cleanly(tmp_path, upstream)
         with httpx.stream("POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}) as response:
             body = response.read().decode()
     assert body.endswith("data: [DONE]\n\n") and '"error"' not in body
+
+
+def strict_server_policy(upstream_url: str, action: str) -> str:
+    return f"""
+    version: 1
+    tiers: [standard]
+    providers:
+      vllm: {{type: openai, base_url: "{upstream_url}", unsupported_params: [seed, stream_options], on_unsupported: {action}}}
+    models:
+      local: {{provider: vllm, upstream: llama, tier: standard, price: {{input: 0, output: 0}}, context_window: 8192}}
+    routes: {{standard: {{tier: standard}}}}
+    defaults: {{route: standard, retries: 0}}
+    """
+
+
+def test_parameters_a_strict_server_rejects_are_dropped(tmp_path, upstream):
+    with RunningRouter(write_policy(tmp_path, strict_server_policy(upstream.base_url, "drop"))) as router:
+        sdk(router).chat.completions.create(model="standard", messages=HELLO, seed=3, temperature=0.5)
+        list(sdk(router).chat.completions.create(model="standard", messages=HELLO, stream=True))
+    plain, streamed = upstream.chat_requests
+    assert "seed" not in plain.json and plain.json["temperature"] == 0.5
+    assert "stream_options" not in streamed.json  # not even the proxy's own include_usage
+
+
+def test_parameters_a_strict_server_rejects_can_be_refused(tmp_path, upstream):
+    with RunningRouter(write_policy(tmp_path, strict_server_policy(upstream.base_url, "refuse"))) as router:
+        with pytest.raises(openai.BadRequestError) as info:
+            sdk(router).chat.completions.create(model="standard", messages=HELLO, seed=3)
+        assert sdk(router).chat.completions.create(model="standard", messages=HELLO).model == "local"
+    assert "provider 'vllm' does not support: seed" in info.value.message
+    assert len(upstream.chat_requests) == 1

@@ -31,7 +31,7 @@ async def chat_completions(request: Request) -> Response:
     check_chat_body(body, gateway.policy.defaults.max_n)
     decision = await gateway.decide(body, request.headers, "chat")
     streaming = bool(body.get("stream"))
-    record = gateway.record(request.state.request_id, decision, "chat", streaming)
+    record = request.state.record = gateway.record(request.state.request_id, decision, "chat", streaming)
     if streaming:
         answered = await gateway.open_stream(decision, body, request, record)
         return _stream_response(gateway, answered, decision, record, wants_usage(body))
@@ -46,7 +46,7 @@ async def embeddings(request: Request) -> Response:
     body = await read_json_object(request, runtime.settings.max_body_bytes)
     check_embedding_body(body)
     decision = await gateway.decide(body, request.headers, "embedding")
-    record = gateway.record(request.state.request_id, decision, "embeddings", False)
+    record = request.state.record = gateway.record(request.state.request_id, decision, "embeddings", False)
     answered = await gateway.complete(decision, body, request, record, embedding=True)
     return _json_response(answered, decision, record)
 

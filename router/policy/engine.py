@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from router.errors import InvalidRequest, ModelNotFound
 from router.policy.features import RequestFeatures
-from router.policy.model import Model, Policy, Rule
+from router.policy.model import Model, Policy, Provider, Rule
 
 UNKNOWN_LATENCY = float("inf")
 
@@ -180,10 +180,10 @@ def _exclusion(
     reason = _policy_reason(policy, model, target)
     if reason:
         return Exclusion(model.name, reason, "policy")
-    reason = _request_reason(model, features)
+    provider = policy.providers[model.provider]
+    reason = _request_reason(model, features) or _unsupported_reason(provider, features)
     if reason:
         return Exclusion(model.name, reason, "request")
-    provider = policy.providers[model.provider]
     if not provider.enabled:
         return Exclusion(model.name, f"provider '{provider.name}' is disabled: {provider.disabled_reason}", "unavailable")
     if model.name in unavailable:
@@ -212,6 +212,13 @@ def _request_reason(model: Model, features: RequestFeatures) -> str | None:
     if missing:
         return f"lacks capability: {', '.join(sorted(missing))}"
     return None
+
+
+def _unsupported_reason(provider: Provider, features: RequestFeatures) -> str | None:
+    if provider.on_unsupported != "refuse":
+        return None
+    refused = features.params & provider.unsupported_params
+    return f"provider '{provider.name}' does not support: {', '.join(sorted(refused))}" if refused else None
 
 
 def _estimated_cost(model: Model, features: RequestFeatures, expected_output: int) -> float:

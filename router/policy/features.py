@@ -16,6 +16,7 @@ class RequestFeatures:
     n: int = 1
     needs: frozenset[str] = frozenset()
     headers: Mapping[str, str] = field(default_factory=dict)
+    params: frozenset[str] = frozenset()
 
     @property
     def uses_tools(self) -> bool:
@@ -40,6 +41,7 @@ def chat_features(body: Mapping[str, Any], headers: Mapping[str, str]) -> Reques
         n=body.get("n") if isinstance(body.get("n"), int) else 1,
         needs=frozenset(needs),
         headers=headers,
+        params=frozenset(body),
     )
 
 

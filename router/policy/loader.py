@@ -32,6 +32,7 @@ from router.policy.model import (
     Provider,
     Route,
     Rule,
+    gpu_price,
 )
 from router.policy.schema import RawModel, RawPolicy, RawProvider, RawRoute, RawRule, RawTimeouts
 
@@ -173,6 +174,8 @@ class _Builder:
             latency_ms=raw.latency_ms if raw.latency_ms is not None else 250.0,
             tokens_per_second=raw.tokens_per_second or 150.0,
             failure_rate=raw.failure_rate or 0.0,
+            unsupported_params=frozenset(raw.unsupported_params),
+            on_unsupported=raw.on_unsupported,
         )
 
     def _unset_under(self, path: Path) -> list[str]:
@@ -216,14 +219,23 @@ class _Builder:
             tier_rank=tiers.index(raw.tier),
             kind=raw.kind or (entry.kind if entry else "chat"),
             price=price,
-            price_source="policy" if raw.price else f"litellm:{entry.key}",
+            price_source=_price_source(raw, entry),
             context_window=context_window,
             max_output_tokens=raw.max_output_tokens or (entry.max_output_tokens if entry else None),
             capabilities=frozenset(capabilities),
             timeouts=_timeouts(raw.timeouts),
+            gpu_hour_usd=raw.gpu_hour_usd,
         )
 
     def _price(self, path: Path, raw: RawModel, entry: catalog.CatalogEntry | None) -> Price | None:
+        if raw.price is not None and raw.gpu_hour_usd is not None:
+            self.error((*path, "gpu_hour_usd"), "state either price or gpu_hour_usd, not both")
+            return None
+        if raw.gpu_tokens_per_second is not None and raw.gpu_hour_usd is None:
+            self.error((*path, "gpu_tokens_per_second"), "only used with gpu_hour_usd")
+            return None
+        if raw.gpu_hour_usd is not None:
+            return gpu_price(raw.gpu_hour_usd, raw.gpu_tokens_per_second or DEFAULT_GPU_TOKENS_PER_SECOND)
         if raw.price is not None:
             return Price(raw.price.input, raw.price.output, raw.price.cached_input)
         if entry is None or entry.input_per_million is None or entry.output_per_million is None:
@@ -297,6 +309,15 @@ class _Builder:
         if d.ttft_timeout_s > d.timeout_s:
             self.error(("defaults", "ttft_timeout_s"), "must not exceed timeout_s")
         return Defaults(**d.model_dump())
+
+
+DEFAULT_GPU_TOKENS_PER_SECOND = 500.0
+
+
+def _price_source(raw: RawModel, entry: catalog.CatalogEntry | None) -> str:
+    if raw.gpu_hour_usd is not None:
+        return "gpu_hour"
+    return "policy" if raw.price else f"litellm:{entry.key if entry else '?'}"
 
 
 TIMEOUT_FIELDS = {"timeout_s": "total_s", "connect_timeout_s": "connect_s", "ttft_timeout_s": "ttft_s", "idle_timeout_s": "idle_s"}

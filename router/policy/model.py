@@ -23,6 +23,8 @@ class Provider:
     latency_ms: float = 0.0
     tokens_per_second: float = 0.0
     failure_rate: float = 0.0
+    unsupported_params: frozenset[str] = frozenset()
+    on_unsupported: str = "drop"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,13 @@ class Price:
         return (
             (input_tokens - cached) * self.input + cached * cached_price + output_tokens * self.output
         ) / PER_MILLION
+
+
+def gpu_price(gpu_hour_usd: float, tokens_per_second: float) -> Price:
+    """A self-hosted model's price from its GPU cost and output throughput:
+    USD per 1M output tokens = gpu_hour_usd / 3600 / tokens_per_second × 1M (input is free:
+    prefill is an order of magnitude faster than decoding)."""
+    return Price(0.0, gpu_hour_usd / 3600 / tokens_per_second * PER_MILLION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +77,8 @@ class Model:
     max_output_tokens: int | None
     capabilities: frozenset[str]
     timeouts: Mapping[str, float] = field(default_factory=dict)
+    gpu_hour_usd: float | None = None
+
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,8 @@ class RawProvider(Strict):
     latency_ms: float | None = Field(default=None, ge=0, le=600_000)
     tokens_per_second: float | None = Field(default=None, gt=0, le=1_000_000)
     failure_rate: float | None = Field(default=None, ge=0, le=1)
+    unsupported_params: list[str] = []
+    on_unsupported: Literal["drop", "refuse"] = "drop"
 
 
 class RawPrice(Strict):
@@ -52,6 +54,8 @@ class RawModel(Strict):
     catalog: str | None = None
     kind: Literal["chat", "embedding"] | None = None
     price: RawPrice | None = None
+    gpu_hour_usd: float | None = Field(default=None, gt=0, le=10_000)
+    gpu_tokens_per_second: float | None = Field(default=None, gt=0, le=1_000_000)
     context_window: int | None = Field(default=None, gt=0)
     max_output_tokens: int | None = Field(default=None, gt=0)
     capabilities: list[Capability] | None = None

@@ -32,20 +32,16 @@ class OpenAICompatibleAdapter:
             self.base_headers["authorization"] = f"Bearer {provider.api_key}"
 
     async def complete(self, call: UpstreamCall) -> Completion:
-        body = dict(call.body)
-        body["model"] = call.model.upstream
-        return await self._json_call("/chat/completions", body, call)
+        return await self._json_call("/chat/completions", self._body(call), call)
 
     async def embed(self, call: UpstreamCall) -> Completion:
-        body = dict(call.body)
-        body["model"] = call.model.upstream
-        return await self._json_call("/embeddings", body, call)
+        return await self._json_call("/embeddings", self._body(call), call)
 
     async def stream(self, call: UpstreamCall) -> SSEChunkStream:
-        body = dict(call.body)
-        body["model"] = call.model.upstream
+        body = self._body(call)
         body["stream"] = True
-        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        if "stream_options" not in self.provider.unsupported_params:
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         response = await self._post("/chat/completions", body, call)
         try:
             if response.status != 200:
@@ -59,6 +55,14 @@ class OpenAICompatibleAdapter:
 
     async def aclose(self) -> None:
         await self.session.close()
+
+    def _body(self, call: UpstreamCall) -> dict[str, Any]:
+        """The client's body with only ``model`` replaced (and unsupported fields dropped)."""
+        body = dict(call.body)
+        body["model"] = call.model.upstream
+        for name in self.provider.unsupported_params & body.keys():
+            del body[name]
+        return body
 
     async def _json_call(self, path: str, body: dict[str, Any], call: UpstreamCall) -> Completion:
         try:
