@@ -38,6 +38,8 @@ class RequestRecord:
     error_type: str = "none"
     cost_usd: float = 0.0
     finished: bool = False
+    key_name: str | None = None
+    reservations: list = field(default_factory=list)  # BudgetScopes holding a reservation
 
 
 THROUGHPUT_WEIGHT = 0.2

@@ -4,6 +4,10 @@
     ├── InvalidRequest        400    bad JSON, bad or forbidden field
     ├── UnsupportedMediaType  415    body that is not JSON
     ├── AuthenticationFailed  401    missing or wrong client key
+    ├── PermissionDenied      403    the key may not use this route or override the tier
+    ├── QuotaExceeded         429    a budget is spent (insufficient_quota)
+    ├── RateLimited           429    a key's rpm or tpm (rate_limit_exceeded)
+    ├── StateStoreDown        503    shared state unreachable and the feature fails closed
     ├── ModelNotFound         404    unknown route or model (lists the valid ones)
     ├── BodyTooLarge          413    body over ROUTER_MAX_BODY_MB
     ├── NoCandidate           400/503 nothing in the policy can serve the request
@@ -65,6 +69,30 @@ class AuthenticationFailed(RouterError):
     status = 401
     error_type = "invalid_request_error"
     code = "invalid_api_key"
+
+
+class PermissionDenied(RouterError):
+    status = 403
+    error_type = "permission_error"
+    code = "permission_denied"
+
+
+class QuotaExceeded(RouterError):
+    status = 429
+    error_type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class RateLimited(RouterError):
+    status = 429
+    error_type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class StateStoreDown(RouterError):
+    status = 503
+    error_type = "service_unavailable"
+    code = "state_store_unavailable"
 
 
 class ModelNotFound(InvalidRequest):

@@ -1,28 +1,46 @@
-"""The request path between thin handlers and the parts: decide, dispatch, account.
+"""The request path between thin handlers and the parts: decide, admit, dispatch, account.
 
 One ``Gateway`` per policy: it holds the policy, the adapters built from it, the state
-store, the dispatcher and the accountant, so a policy swap is one reference swap.
+store, the dispatcher and the accountant, so a policy swap is one reference swap and a
+request sees one policy from start to end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 
+from router import budgets
 from router.accounting import Accountant, RequestRecord
 from router.circuit import ModelHealth
 from router.dispatch import Answered, Dispatcher
-from router.errors import InvalidRequest, NoCandidate, RouterError, UpstreamFailure
+from router.errors import (
+    InvalidRequest,
+    NoCandidate,
+    PermissionDenied,
+    QuotaExceeded,
+    RateLimited,
+    RouterError,
+    StateStoreDown,
+    UpstreamFailure,
+)
 from router.metrics import Metrics
 from router.policy.engine import Decision, decide
 from router.policy.features import chat_features, embedding_features
-from router.policy.model import Policy
-from router.providers.base import ProviderAdapter, Usage
-from router.state.base import StateStore
+from router.policy.model import ClientKey, Policy
+from router.providers.base import Completion, ProviderAdapter, Usage
+from router.state.base import StateStore, StateUnavailable
+
+log = logging.getLogger("router.gateway")
+RESERVATION_GRACE_S = 60
+NOT_CACHE_KEY = frozenset({"stream", "stream_options"})
 
 
 class Gateway:
@@ -33,47 +51,154 @@ class Gateway:
         self.metrics = metrics
         self.accountant = Accountant(metrics)
         self.dispatcher = Dispatcher(policy, adapters, store, self.accountant, metrics)
+        self.inflight = 0
 
-    async def decide(self, body: Mapping[str, Any], headers: Mapping[str, str], kind: str) -> Decision:
+    # decide --------------------------------------------------------------------------------
+    async def decide(self, body: Mapping[str, Any], headers: Mapping[str, str], kind: str, key: ClientKey | None) -> Decision:
+        asked = body.get("model") or self.policy.defaults.route
+        tier_override = headers.get("x-router-tier")
+        if key is not None:
+            if key.routes is not None and asked not in key.routes:
+                raise PermissionDenied(f"This key may not use '{asked}'. Allowed: {', '.join(sorted(key.routes))}.", param="model", code="model_not_allowed")
+            if tier_override is not None and not key.allow_tier_override:
+                raise PermissionDenied("This key may not override the tier (x-router-tier).", param="x-router-tier", code="tier_override_not_allowed")
         features = (chat_features if kind == "chat" else embedding_features)(body, headers)
         now = time.time()
         health = await self.store.health(self.policy.models)
         unavailable = {name: _unavailable_reason(h, now) for name, h in health.items() if h.unavailable_until(now) is not None}
         latency = await self.store.latencies()
-        decision = decide(
-            self.policy, body.get("model"), features, kind=kind, tier_override=headers.get("x-router-tier"), unavailable=unavailable, latency_s=latency
-        )
+        decision = decide(self.policy, asked, features, kind=kind, tier_override=tier_override, unavailable=unavailable, latency_s=latency)
         if not decision.candidates:
             raise no_candidate_error(decision, health, now)
         return decision
 
-    def record(self, request_id: str, decision: Decision, operation: str, stream: bool) -> RequestRecord:
-        return RequestRecord(request_id, operation, decision.route, decision.tier, stream=stream, prompt_tokens=decision.prompt_tokens)
+    def record(self, request_id: str, decision: Decision, operation: str, stream: bool, key: ClientKey | None) -> RequestRecord:
+        return RequestRecord(
+            request_id, operation, decision.route, decision.tier, team=key.team if key else "none", stream=stream,
+            prompt_tokens=decision.prompt_tokens, key_name=key.name if key else None,
+        )
 
+    # admit: rate limits, then budgets ---------------------------------------------------
+    async def admit(self, decision: Decision, record: RequestRecord, key: ClientKey | None, n: int) -> dict[str, str]:
+        """Check the key's rate limits and reserve its budgets; returns x-ratelimit-* headers."""
+        headers = await self._rate_limit(decision, record, key, n)
+        await self._reserve(decision, record, key)
+        return headers
+
+    async def _rate_limit(self, decision: Decision, record: RequestRecord, key: ClientKey | None, n: int) -> dict[str, str]:
+        limit = budgets.rate_limit(key)
+        if limit is None:
+            return {}
+        tokens = decision.prompt_tokens + decision.expected_output_tokens * max(n, 1)
+        if limit.tokens_per_minute and tokens > limit.tokens_per_minute:
+            raise RateLimited(f"This request needs about {tokens} tokens, more than the key's limit of {limit.tokens_per_minute} tokens per minute.", code="tokens_exceed_limit", status=429)
+        try:
+            verdict = await self.store.admit(limit, tokens)
+        except StateUnavailable:
+            raise StateStoreDown("Rate limits cannot be checked right now (shared state unreachable); retry shortly.", headers={"retry-after": "1"}) from None
+        headers = _ratelimit_headers(limit, verdict)
+        if not verdict.admitted:
+            self.metrics.rate_limited.labels(team=record.team).inc()
+            retry_after = str(max(1, round(verdict.retry_after_s + 0.499)))
+            raise RateLimited(f"Rate limit reached for key '{key.name}'; retry after {retry_after}s.", headers={**headers, "retry-after": retry_after})
+        return headers
+
+    async def _reserve(self, decision: Decision, record: RequestRecord, key: ClientKey | None) -> None:
+        scopes = budgets.budget_scopes(self.policy, key)
+        if not scopes:
+            return
+        amount = max(1, budgets.to_micros(decision.candidates[0].estimated_cost_usd))
+        ttl = int(self.policy.defaults.timeout_s * (self.policy.defaults.retries + 2)) + RESERVATION_GRACE_S
+        for scope in scopes:
+            try:
+                reservation = await self.store.reserve(scope, record.request_id, amount, ttl)
+            except StateUnavailable:
+                await self._release(record)
+                raise StateStoreDown("Budgets cannot be checked right now (shared state unreachable); retry shortly.", headers={"retry-after": "1"}) from None
+            if not reservation.admitted:
+                await self._release(record)
+                self.metrics.budget_rejections.labels(team=record.team).inc()
+                per = "day" if len(scope.window) == 10 else "month"
+                raise QuotaExceeded(
+                    f"The {scope.name.replace(':', ' ')} budget of ${scope.limit_micros / 1e6:g} per {per} is used up "
+                    f"(spent ${reservation.spent_micros / 1e6:.4f}, reserved ${reservation.reserved_micros / 1e6:.4f}).",
+                    headers={"retry-after": str(budgets.seconds_until_reset(per))},
+                )
+            record.reservations.append(scope)
+
+    async def _release(self, record: RequestRecord) -> None:
+        for scope in record.reservations:
+            await self.store.release(scope, record.request_id)
+        record.reservations.clear()
+
+    async def _settle(self, record: RequestRecord) -> None:
+        if not record.reservations:
+            return
+        if record.model is None or record.usage is None:
+            await self._release(record)
+            return
+        actual = budgets.to_micros(record.cost_usd)
+        for scope in record.reservations:
+            await self.store.settle(scope, record.request_id, actual)
+        record.reservations.clear()
+
+    # cache ---------------------------------------------------------------------------------
+    def cache_key(self, decision: Decision, body: Mapping[str, Any], record: RequestRecord) -> str | None:
+        route = self.policy.routes.get(decision.route)
+        if route is None or route.cache_ttl_s is None or body.get("stream"):
+            return None
+        material = {"team": record.team, "route": decision.route, "model": decision.candidates[0].model.name, "body": {k: v for k, v in body.items() if k not in NOT_CACHE_KEY}}
+        return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    async def cached(self, cache_key: str | None, record: RequestRecord) -> Answered | None:
+        if cache_key is None:
+            return None
+        raw = await self.store.cache_get(cache_key)
+        if raw is None:
+            return None
+        entry = orjson.loads(raw)
+        model = self.policy.models.get(entry["model"])
+        if model is None:
+            return None
+        record.model, record.usage, record.outcome = model, Usage(), "success"
+        return Answered(model, completion=Completion(entry["body"], Usage()))
+
+    async def remember(self, cache_key: str | None, decision: Decision, answered: Answered) -> None:
+        """Store only an answer from the model the key was made for (never a fallback's)."""
+        if cache_key is None or answered.model.name != decision.candidates[0].model.name:
+            return
+        ttl = self.policy.routes[decision.route].cache_ttl_s or 0
+        await self.store.cache_put(cache_key, orjson.dumps({"model": answered.model.name, "body": answered.completion.body}), ttl)
+
+    # dispatch ------------------------------------------------------------------------------
     async def complete(self, decision: Decision, body: dict[str, Any], request: Request, record: RequestRecord, *, embedding: bool = False) -> Answered:
         """Non-stream call; cancelled (and the upstream dropped) if the client goes away."""
         try:
             answered = await cancel_on_disconnect(request, self.dispatcher.complete(decision, body, request.headers, record, embedding=embedding))
         except RouterError as error:
-            self.fail(record, error)
+            await self.fail(record, error)
             raise
         except asyncio.CancelledError:
             record.outcome = "cancelled"
-            self.finish(record)
+            await asyncio.shield(self.finish(record))
             raise
         record.model = answered.model
         usage = answered.completion.usage
         if usage is None:
             usage = self.accountant.estimate_usage(record, _completion_text(answered.completion.body))
         record.usage = usage
-        self.finish(record)
+        await self.finish(record)
         return answered
 
     async def open_stream(self, decision: Decision, body: dict[str, Any], request: Request, record: RequestRecord) -> Answered:
         try:
             answered = await self.dispatcher.open_stream(decision, body, request.headers, record)
         except RouterError as error:
-            self.fail(record, error)
+            await self.fail(record, error)
+            raise
+        except asyncio.CancelledError:
+            record.outcome = "cancelled"
+            await asyncio.shield(self.finish(record))
             raise
         record.model = answered.model
         return answered
@@ -81,16 +206,34 @@ class Gateway:
     def estimate_usage(self, record: RequestRecord):  # type: ignore[no-untyped-def]
         return lambda text: Usage(record.prompt_tokens, self.accountant.estimate_usage(record, text).output_tokens, 0)
 
-    def fail(self, record: RequestRecord, error: RouterError) -> None:
+    async def fail(self, record: RequestRecord, error: RouterError) -> None:
         record.error_type = error.code or error.error_type
         if isinstance(error, UpstreamFailure):
             record.outcome = "rate_limited" if error.status == 429 else ("timeout" if error.status == 504 else "upstream_error")
         else:
             record.outcome = "client_error"
-        self.finish(record)
+        await self.finish(record)
 
-    def finish(self, record: RequestRecord) -> None:
+    async def finish(self, record: RequestRecord) -> None:
         self.accountant.finish(record, self.policy)
+        await self._settle(record)
+
+
+def _ratelimit_headers(limit, verdict) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    headers = {}
+    if limit.requests_per_minute:
+        headers |= {
+            "x-ratelimit-limit-requests": str(limit.requests_per_minute),
+            "x-ratelimit-remaining-requests": str(max(verdict.remaining_requests, 0)),
+            "x-ratelimit-reset-requests": f"{verdict.reset_requests_s:.3f}s",
+        }
+    if limit.tokens_per_minute:
+        headers |= {
+            "x-ratelimit-limit-tokens": str(limit.tokens_per_minute),
+            "x-ratelimit-remaining-tokens": str(max(verdict.remaining_tokens, 0)),
+            "x-ratelimit-reset-tokens": f"{verdict.reset_tokens_s:.3f}s",
+        }
+    return headers
 
 
 async def cancel_on_disconnect(request: Request, work):  # type: ignore[no-untyped-def]
@@ -129,18 +272,18 @@ def _completion_text(body: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def no_candidate_error(decision: Decision, health: Mapping[str, Any], now: float) -> RouterError:
+def no_candidate_error(decision: Decision, health: Mapping[str, ModelHealth], now: float) -> RouterError:
     relevant = [e for e in decision.excluded if e.kind != "policy"] or list(decision.excluded)
     reasons = "; ".join(f"{e.model}: {e.reason}" for e in relevant[:8])
     message = f"No model can serve this request for '{decision.requested}' (tier '{decision.tier}'). {reasons}"
     kinds = {e.kind for e in decision.excluded}
     if "request" in kinds and "unavailable" not in kinds:
         return InvalidRequest(message, param="messages", code="no_model_fits_request")
-    waits = [until - now for e in decision.excluded if e.kind == "unavailable" and e.model in health for until in [health[e.model].unavailable_until(now)] if until]
-    if waits:
-        cooling = [h for name, h in health.items() if h.cooldown_until > now]
-        retry_after = str(max(1, round(min(waits))))
-        status = 429 if cooling and all(health[e.model].cooldown_until > now for e in decision.excluded if e.kind == "unavailable" and e.model in health) else 503
-        code = "rate_limit_exceeded" if status == 429 else "no_candidate_model"
-        return NoCandidate(message, status=status, code=code, headers={"retry-after": retry_after})
-    return NoCandidate(message)
+    waiting = {e.model: health[e.model] for e in decision.excluded if e.kind == "unavailable" and e.model in health}
+    waits = [until - now for h in waiting.values() if (until := h.unavailable_until(now))]
+    if not waits:
+        return NoCandidate(message)
+    retry_after = str(max(1, round(min(waits))))
+    if all(h.cooldown_until > now for h in waiting.values()):
+        return NoCandidate(message, status=429, code="rate_limit_exceeded", headers={"retry-after": retry_after})
+    return NoCandidate(message, headers={"retry-after": retry_after})

@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     max_body_mb: float = Field(default=32.0, gt=0, le=512)
     upstream_max_connections: int = Field(default=1024, ge=1)
+    redis_timeout_ms: int = Field(default=250, ge=10, le=10_000)
+    # What happens while Redis is unreachable (see README, "When Redis is unreachable")
+    redis_on_failure_budgets: Literal["closed", "open"] = "closed"
+    redis_on_failure_rate_limits: Literal["local", "closed", "open"] = "local"
+    replicas: int = Field(default=1, ge=1, le=1000)
+    shutdown_grace_s: float = Field(default=30, ge=0, le=3600)
 
     @property
     def max_body_bytes(self) -> int:

@@ -268,10 +268,38 @@ def test_missing_required_section():
     assert errors("tiers: [frontier, standard, small]\n", "") == ["p.yaml:1 tiers: required key is missing"]
 
 
-def test_keys_section_is_refused_until_keys_are_enforced():
-    assert errors("defaults:\n", "keys: [{hash: 'sha256:00', name: a, team: b}]\ndefaults:\n") == [
-        "p.yaml:32 keys: client keys are not enforced by this version of tier-router; remove the section",
-    ]
+DIGEST = "sha256:" + "ab" * 32
+OTHER_DIGEST = "sha256:" + "cd" * 32
+
+
+def test_keys_load_as_digests_with_their_permissions():
+    text = GOOD.replace("defaults:\n", f"keys:\n  - {{hash: '{DIGEST}', name: web-app, team: web, routes: [standard], budget: {{usd: 50, per: day}}, limits: {{rpm: 600, tpm: 200000}}}}\nteams:\n  web: {{budget: {{usd: 500, per: month}}}}\ndefaults:\n")
+    policy = load(text)
+    key = policy.keys["ab" * 32]
+    assert (key.name, key.team, key.rpm, key.tpm, key.budget.usd, key.budget.per) == ("web-app", "web", 600, 200000, 50, "day")
+    assert key.routes == {"standard"} and key.allow_tier_override is False
+    assert policy.team_budgets["web"].per == "month"
+    assert "ab" * 32 not in repr(key)
+
+
+def test_a_key_hash_must_be_a_sha256_digest():
+    (message,) = errors("defaults:\n", "keys: [{hash: 'sk-tr-plaintext', name: a, team: b}]\ndefaults:\n")
+    assert message.startswith("p.yaml:32 keys[0].hash: must be 'sha256:' and 64 lowercase hex digits")
+
+
+def test_duplicate_key_names():
+    (message,) = errors("defaults:\n", f"keys: [{{hash: '{DIGEST}', name: a, team: b}}, {{hash: '{OTHER_DIGEST}', name: a, team: b}}]\ndefaults:\n")
+    assert message == "p.yaml:32 keys[1].name: duplicate key name 'a'"
+
+
+def test_key_with_unknown_route():
+    (message,) = errors("defaults:\n", f"keys: [{{hash: '{DIGEST}', name: a, team: b, routes: [standard, gold]}}]\ndefaults:\n")
+    assert message == "p.yaml:32 keys[0].routes[1]: unknown route 'gold'"
+
+
+def test_budget_period_is_day_or_month():
+    (message,) = errors("defaults:\n", f"keys: [{{hash: '{DIGEST}', name: a, team: b, budget: {{usd: 5, per: week}}}}]\ndefaults:\n")
+    assert message.startswith("p.yaml:32 keys[0].budget.per: Input should be 'day' or 'month'")
 
 
 def test_every_error_is_reported_at_once():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -53,7 +53,7 @@ async def relay(
     client_wants_usage: bool,
     timeouts: Timeouts,
     estimate_usage: Callable[[str], Usage],
-    on_finish: Callable[[StreamTally], None],
+    on_finish: Callable[[StreamTally], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
     tally = StreamTally()
     deadline = time.monotonic() + timeouts.total_s
@@ -86,10 +86,14 @@ async def relay(
         tally.outcome = "cancelled"
         raise
     finally:
-        await stream.aclose()
         if tally.usage is None:
             tally.usage, tally.estimated = estimate_usage("".join(tally.text)), True
-        on_finish(tally)
+        await asyncio.shield(_close_and_finish(stream, tally, on_finish))
+
+
+async def _close_and_finish(stream: ChunkStream, tally: StreamTally, on_finish: Callable[[StreamTally], Awaitable[None]]) -> None:
+    await stream.aclose()
+    await on_finish(tally)
 
 
 async def _next_chunk(iterator: AsyncIterator[dict[str, Any]], idle_s: float, deadline: float, tally: StreamTally) -> dict[str, Any] | None:

@@ -24,6 +24,8 @@ from router.policy.located_yaml import (
     load_located,
 )
 from router.policy.model import (
+    Budget,
+    ClientKey,
     Comparison,
     Defaults,
     Model,
@@ -114,8 +116,7 @@ class _Builder:
         routes = {name: self._route(name, r, tiers, raw.models) for name, r in raw.routes.items()}
         self._check_route_names(routes, tiers, raw.models)
         rules = tuple(self._rule(i, r, tiers, raw) for i, r in enumerate(raw.rules))
-        if raw.keys is not None:
-            self.error(("keys",), "client keys are not enforced by this version of tier-router; remove the section")
+        keys = self._keys(raw, tiers)
         defaults = self._defaults(raw, routes)
         return Policy(
             source=self.source,
@@ -126,7 +127,37 @@ class _Builder:
             routes={name: r for name, r in routes.items() if r is not None},
             rules=tuple(r for r in rules if r is not None),
             defaults=defaults,
+            keys=keys,
+            team_budgets={name: Budget(t.budget.usd, t.budget.per) for name, t in raw.teams.items() if t.budget},
         )
+
+    def _keys(self, raw: RawPolicy, tiers: list[str]) -> dict[str, ClientKey]:
+        keys: dict[str, ClientKey] = {}
+        names: set[str] = set()
+        valid_names = set(raw.routes) | set(tiers) | set(raw.models)
+        for index, key in enumerate(raw.keys or ()):
+            path: Path = ("keys", index)
+            digest = key.hash.removeprefix("sha256:")
+            if key.name in names:
+                self.error((*path, "name"), f"duplicate key name '{key.name}'")
+            if digest in keys:
+                self.error((*path, "hash"), "the same key hash appears twice")
+            for i, route in enumerate(key.routes or ()):
+                if route not in valid_names:
+                    self.error((*path, "routes", i), f"unknown route '{route}'")
+            names.add(key.name)
+            keys[digest] = ClientKey(
+                name=key.name,
+                team=key.team,
+                digest=digest,
+                routes=frozenset(key.routes) if key.routes else None,
+                allow_tier_override=key.allow_tier_override,
+                admin=key.admin,
+                budget=Budget(key.budget.usd, key.budget.per) if key.budget else None,
+                rpm=key.limits.rpm if key.limits else None,
+                tpm=key.limits.tpm if key.limits else None,
+            )
+        return keys
 
     def check_unset_outside_providers(self) -> None:
         for path, names in self.unset.items():
@@ -265,7 +296,10 @@ class _Builder:
         for index, model in enumerate(raw.models or ()):
             if model not in models:
                 self.error((*path, "models", index), f"unknown model '{model}'")
-        return Route(name, raw.tier, rank, ceiling, frozenset(raw.models) if raw.models else None, _timeouts(raw.timeouts), raw.retries)
+        return Route(
+            name, raw.tier, rank, ceiling, frozenset(raw.models) if raw.models else None, _timeouts(raw.timeouts), raw.retries,
+            raw.cache.ttl_s if raw.cache else None,
+        )
 
     def _check_route_names(self, routes: dict[str, Route | None], tiers: list[str], models: dict[str, RawModel]) -> None:
         for name in routes:

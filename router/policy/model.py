@@ -90,6 +90,7 @@ class Route:
     models: frozenset[str] | None = None
     timeouts: Mapping[str, float] = field(default_factory=dict)
     retries: int | None = None
+    cache_ttl_s: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,27 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    usd: float
+    per: str  # day | month
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """A client key, known only by its SHA-256 digest."""
+
+    name: str
+    team: str
+    digest: str = field(repr=False)
+    routes: frozenset[str] | None = None
+    allow_tier_override: bool = False
+    admin: bool = False
+    budget: Budget | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Defaults:
     route: str
     timeout_s: float
@@ -149,9 +171,11 @@ class Policy:
     routes: Mapping[str, Route]
     rules: tuple[Rule, ...]
     defaults: Defaults
+    keys: Mapping[str, ClientKey] = field(default_factory=dict)  # by hex digest
+    team_budgets: Mapping[str, Budget] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("providers", "models", "routes"):
+        for name in ("providers", "models", "routes", "keys", "team_budgets"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
     def timeouts_for(self, route: str, model: Model) -> Timeouts:
@@ -169,3 +193,7 @@ class Policy:
 
     def route_names(self) -> list[str]:
         return sorted(self.routes)
+
+    def teams(self) -> tuple[str, ...]:
+        """Every team label value: ``none`` (no key) plus the teams of keys and budgets."""
+        return ("none", *sorted({k.team for k in self.keys.values()} | set(self.team_budgets)))

@@ -6,9 +6,10 @@ silently ignored. The load step (``loader.py``) turns this into ``model.Policy``
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Capability = Literal["tools", "vision", "json_schema"]
 PositiveInt = Field(gt=0)
@@ -68,6 +69,7 @@ class RawRoute(Strict):
     models: list[str] | None = Field(default=None, min_length=1)
     timeouts: RawTimeouts | None = None
     retries: int | None = Field(default=None, ge=0, le=5)
+    cache: RawRouteCache | None = None
 
 
 class RawComparison(Strict):
@@ -114,6 +116,42 @@ class RawRule(Strict):
     set: RawSet
 
 
+class RawBudget(Strict):
+    usd: float = Field(gt=0, le=10_000_000)
+    per: Literal["day", "month"]
+
+
+class RawLimits(Strict):
+    rpm: int | None = Field(default=None, gt=0, le=10_000_000)
+    tpm: int | None = Field(default=None, gt=0, le=10_000_000_000)
+
+
+class RawKey(Strict):
+    hash: str
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    team: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    routes: list[str] | None = Field(default=None, min_length=1)
+    allow_tier_override: bool = False
+    admin: bool = False
+    budget: RawBudget | None = None
+    limits: RawLimits | None = None
+
+    @field_validator("hash")
+    @classmethod
+    def _digest(cls, value: str) -> str:
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
+            raise ValueError("must be 'sha256:' and 64 lowercase hex digits, as printed by `router keys new` (never the key itself)")
+        return value
+
+
+class RawTeam(Strict):
+    budget: RawBudget | None = None
+
+
+class RawRouteCache(Strict):
+    ttl_s: int = Field(gt=0, le=30 * 86_400)
+
+
 class RawDefaults(Strict):
     route: str
     timeout_s: float = Field(default=120, gt=0, le=86_400)
@@ -137,5 +175,6 @@ class RawPolicy(Strict):
     models: dict[str, RawModel] = Field(min_length=1)
     routes: dict[str, RawRoute] = {}
     rules: list[RawRule] = []
-    keys: list[dict] | None = None
+    keys: list[RawKey] | None = None
+    teams: dict[str, RawTeam] = {}
     defaults: RawDefaults

@@ -1,13 +1,33 @@
-"""In-process state: the default, exact for one process, per-worker with several."""
+"""In-process state: the default. Exact for one process; with several workers or replicas
+each keeps its own (use Redis to share)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from router import circuit
 from router.circuit import CircuitSettings, ModelHealth
+from router.state.base import BudgetScope, RateDecision, RateLimit, Reservation
+from router.state.gcra import gcra
 
 LATENCY_WEIGHT = 0.2  # weight of the newest observation in the moving average
+MAX_CACHE_ENTRIES = 10_000
+
+
+@dataclass
+class _Budget:
+    spent: int = 0
+    reservations: dict[str, tuple[int, float]] = field(default_factory=dict)
+    settled: set[str] = field(default_factory=set)
+
+    def drop_expired(self, now: float) -> None:
+        for rid in [rid for rid, (_, expires) in self.reservations.items() if expires <= now]:
+            del self.reservations[rid]
+
+    def reserved(self) -> int:
+        return sum(amount for amount, _ in self.reservations.values())
 
 
 class MemoryStateStore:
@@ -15,7 +35,11 @@ class MemoryStateStore:
         self.settings = settings or CircuitSettings()
         self._health: dict[str, ModelHealth] = {}
         self._latency: dict[str, float] = {}
+        self._budgets: dict[tuple[str, str], _Budget] = {}
+        self._tats: dict[str, float] = {}
+        self._cache: dict[str, tuple[bytes, float]] = {}
 
+    # model health -----------------------------------------------------------------------
     async def health(self, models: Iterable[str]) -> Mapping[str, ModelHealth]:
         return {m: self._health[m] for m in models if m in self._health}
 
@@ -53,8 +77,76 @@ class MemoryStateStore:
     async def latencies(self) -> Mapping[str, float]:
         return self._latency
 
+    # budgets ------------------------------------------------------------------------------
+    def _budget(self, scope: BudgetScope) -> _Budget:
+        budget = self._budgets.setdefault((scope.name, scope.window), _Budget())
+        budget.drop_expired(time.time())
+        return budget
+
+    async def reserve(self, scope: BudgetScope, reservation_id: str, amount_micros: int, ttl_s: int) -> Reservation:
+        budget = self._budget(scope)
+        reserved = budget.reserved()
+        if budget.spent + reserved + amount_micros > scope.limit_micros:
+            return Reservation(False, budget.spent, reserved)
+        budget.reservations[reservation_id] = (amount_micros, time.time() + ttl_s)
+        return Reservation(True, budget.spent, reserved + amount_micros)
+
+    async def settle(self, scope: BudgetScope, reservation_id: str, actual_micros: int) -> bool:
+        budget = self._budget(scope)
+        if reservation_id in budget.settled:
+            return False
+        budget.reservations.pop(reservation_id, None)
+        budget.settled.add(reservation_id)
+        budget.spent += actual_micros
+        return True
+
+    async def release(self, scope: BudgetScope, reservation_id: str) -> None:
+        self._budget(scope).reservations.pop(reservation_id, None)
+
+    async def budget_usage(self, scope: BudgetScope) -> Reservation:
+        budget = self._budget(scope)
+        return Reservation(True, budget.spent, budget.reserved())
+
+    # rate limits --------------------------------------------------------------------------
+    async def admit(self, limit: RateLimit, tokens: int) -> RateDecision:
+        now = time.time()
+        checks = [(f"{limit.name}:rpm", 1, limit.requests_per_minute), (f"{limit.name}:tpm", tokens, limit.tokens_per_minute)]
+        results = [(key, gcra(self._tats.get(key), now, cost, rate)) if rate else (key, None) for key, cost, rate in checks]
+        admitted = all(r is None or r.admitted for _, r in results)
+        if admitted:
+            for key, result in results:
+                if result is not None:
+                    self._tats[key] = result.new_tat
+        return _rate_decision(admitted, [r for _, r in results])
+
+    # cache --------------------------------------------------------------------------------
+    async def cache_get(self, key: str) -> bytes | None:
+        entry = self._cache.get(key)
+        if entry is None or entry[1] <= time.time():
+            self._cache.pop(key, None)
+            return None
+        return entry[0]
+
+    async def cache_put(self, key: str, value: bytes, ttl_s: int) -> None:
+        if len(self._cache) >= MAX_CACHE_ENTRIES:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = (value, time.time() + ttl_s)
+
     async def ping(self) -> bool:
         return True
 
     async def aclose(self) -> None:
         return None
+
+
+def _rate_decision(admitted: bool, results: list) -> RateDecision:  # type: ignore[type-arg]
+    requests, tokens = results
+    retry = max((r.retry_after_s for r in results if r is not None and not r.admitted), default=0.0)
+    return RateDecision(
+        admitted=admitted,
+        retry_after_s=retry,
+        remaining_requests=requests.remaining if requests else -1,
+        remaining_tokens=tokens.remaining if tokens else -1,
+        reset_requests_s=requests.reset_s if requests else 0.0,
+        reset_tokens_s=tokens.reset_s if tokens else 0.0,
+    )

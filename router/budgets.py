@@ -1,0 +1,54 @@
+"""Budget windows and rate-limit inputs for a client key (pure: no I/O)."""
+
+from __future__ import annotations
+
+import calendar
+import math
+from datetime import datetime, timezone
+
+from router.policy.model import Budget, ClientKey, Policy
+from router.state.base import MICRO, BudgetScope, RateLimit
+
+DAY_S = 86_400
+
+
+def budget_scopes(policy: Policy, key: ClientKey | None, now: datetime | None = None) -> list[BudgetScope]:
+    """The budgets one request counts against: its key's and its team's."""
+    if key is None:
+        return []
+    now = now or datetime.now(timezone.utc)
+    scopes = []
+    if key.budget is not None:
+        scopes.append(_scope(f"key:{key.name}", key.budget, now))
+    team_budget = policy.team_budgets.get(key.team)
+    if team_budget is not None:
+        scopes.append(_scope(f"team:{key.team}", team_budget, now))
+    return scopes
+
+
+def _scope(name: str, budget: Budget, now: datetime) -> BudgetScope:
+    if budget.per == "day":
+        window, ttl = now.strftime("%Y-%m-%d"), 2 * DAY_S
+    else:
+        days = calendar.monthrange(now.year, now.month)[1]
+        window, ttl = now.strftime("%Y-%m"), (days + 2) * DAY_S
+    return BudgetScope(name=name, window=window, limit_micros=to_micros(budget.usd), window_ttl_s=ttl)
+
+
+def seconds_until_reset(per: str, now: datetime | None = None) -> int:
+    now = now or datetime.now(timezone.utc)
+    if per == "day":
+        tomorrow = datetime(now.year, now.month, now.day, tzinfo=timezone.utc).timestamp() + DAY_S
+        return max(1, math.ceil(tomorrow - now.timestamp()))
+    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+    return max(1, math.ceil(datetime(year, month, 1, tzinfo=timezone.utc).timestamp() - now.timestamp()))
+
+
+def to_micros(usd: float) -> int:
+    return math.ceil(usd * MICRO - 1e-9)
+
+
+def rate_limit(key: ClientKey | None) -> RateLimit | None:
+    if key is None or (key.rpm is None and key.tpm is None):
+        return None
+    return RateLimit(name=f"key:{key.name}", requests_per_minute=key.rpm or 0, tokens_per_minute=key.tpm or 0)
