@@ -26,7 +26,9 @@ from router.policy.loader import load_policy
 from router.policy.model import Policy
 from router.providers.registry import build_adapters, close_adapters
 from router.runtime import Runtime
+from router.state.base import StateStore, StateUnavailable
 from router.state.memory import MemoryStateStore
+from router.state.resilient import ResilientStore
 from router.settings import Settings
 
 log = logging.getLogger("router")
@@ -35,7 +37,8 @@ log = logging.getLogger("router")
 def create_app(settings: Settings, policy: Policy | None = None) -> FastAPI:
     """Build the ASGI app. Raises ``PolicyError`` if the policy file is invalid."""
     loaded = policy or load_policy(settings.policy)
-    runtime = Runtime(settings=settings, policy=loaded, metrics=Metrics(), store=MemoryStateStore(circuit_settings(loaded)))
+    metrics = Metrics()
+    runtime = Runtime(settings=settings, policy=loaded, metrics=metrics, store=build_store(settings, loaded, metrics))
     tokens.warm_up()
     log_policy_summary(runtime.policy)
     runtime.metrics.show_policy(loaded.sha256)
@@ -43,6 +46,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await check_store(runtime.store)
         adapters = build_adapters(runtime.policy, settings.upstream_max_connections)
         runtime.gateway = Gateway(runtime.policy, adapters, runtime.store, runtime.metrics)
         runtime.ready = True
@@ -87,6 +91,36 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = str(exc.detail)
     body = error_body(message, "invalid_request_error", None, "not_found" if exc.status_code == 404 else None)
     return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json", headers=exc.headers)
+
+
+def build_store(settings: Settings, policy: Policy, metrics: Metrics) -> StateStore:
+    local = MemoryStateStore(circuit_settings(policy))
+    if not settings.redis_url:
+        metrics.state_store_up.set(1)
+        return local
+    from router.state.redis_store import RedisStateStore
+
+    redis = RedisStateStore(settings.redis_url, circuit=circuit_settings(policy), timeout_s=settings.redis_timeout_ms / 1000)
+    return ResilientStore(
+        redis,
+        local,
+        metrics.state_store_up,
+        budgets_on_failure=settings.redis_on_failure_budgets,
+        rate_limits_on_failure=settings.redis_on_failure_rate_limits,
+        replicas=settings.replicas,
+    )
+
+
+async def check_store(store: StateStore) -> None:
+    """Run the Redis scripts once at start-up: refused scripts stop the process; an
+    unreachable Redis is logged and served around per the failure table."""
+    if not isinstance(store, ResilientStore):
+        return
+    try:
+        await store.primary.self_test()
+    except StateUnavailable:
+        log.error("Redis is unreachable at start-up; serving with the documented fallbacks until it answers")
+        store.mark_down()
 
 
 def circuit_settings(policy: Policy) -> CircuitSettings:

@@ -96,5 +96,23 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip().lower(), value.strip()
 
 
+keys_cli = typer.Typer(help="Client keys.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+
+@keys_cli.command("new")
+def keys_new(
+    name: Annotated[str, typer.Option(help="key name (shown in logs and metrics)")],
+    team: Annotated[str, typer.Option(help="team the key's spend counts against")],
+) -> None:
+    """Make a client key: prints the key once, and the policy line holding only its hash."""
+    from router.auth import new_key
+
+    key, digest = new_key()
+    typer.echo(f"key (shown once, give it to the client): {key}")
+    typer.echo("add to the policy's keys section:")
+    typer.echo(f'  - {{hash: "{digest}", name: {name}, team: {team}}}')
+
+
 def main() -> None:
     cli()

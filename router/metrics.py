@@ -59,6 +59,7 @@ class Metrics:
         self.budget_rejections = Counter("router_budget_rejections", "Requests refused by a budget", ["team"], registry=r)
         self.rate_limited = Counter("router_rate_limited", "Requests refused by a rate limit", ["team"], registry=r)
         self.policy_reloads = Counter("router_policy_reloads", "Policy reloads by result", ["result"], registry=r)
+        self.state_store_up = Gauge("router_state_store_up", "1 while the shared state store (Redis) answers", registry=r, multiprocess_mode="min")
         self.policy_info = Gauge("router_policy_info", "The policy this replica runs (value 1)", ["sha256"], registry=r, multiprocess_mode="max")
 
     def prime(self, policy: Policy, teams: tuple[str, ...] = ("none",)) -> None:

@@ -20,8 +20,10 @@ async def live() -> JSONResponse:
 async def ready(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
     if not runtime.ready:
-        return JSONResponse({"status": "not ready"}, status_code=503)
-    return JSONResponse({"status": "ready", "policy_sha256": runtime.policy.sha256})
+        return JSONResponse({"status": "not ready", "reason": "starting or draining"}, status_code=503)
+    if not await runtime.store.ping():
+        return JSONResponse({"status": "not ready", "reason": "state store unreachable"}, status_code=503)
+    return JSONResponse({"status": "ready", "policy_sha256": runtime.gateway.policy.sha256})
 
 
 @health.get("/metrics")

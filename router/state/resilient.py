@@ -58,11 +58,14 @@ class ResilientStore:
         try:
             result = await call()
         except StateUnavailable:
-            self.down_until = time.monotonic() + RETRY_AFTER_S
-            self._mark(False)
+            self.mark_down()
             raise
         self._mark(True)
         return result
+
+    def mark_down(self) -> None:
+        self.down_until = time.monotonic() + RETRY_AFTER_S
+        self._mark(False)
 
     def _mark(self, up: bool) -> None:
         if up == self.is_up:
