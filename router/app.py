@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router import __version__
-from router.api.health import health
+from router.api.health import admin, health
 from router.api.openai import api
 from router.circuit import CircuitSettings
 from router.gateway import Gateway
@@ -25,6 +28,7 @@ from router.policy import tokens
 from router.policy.loader import load_policy
 from router.policy.model import Policy
 from router.providers.registry import build_adapters, close_adapters
+from router.reload import PolicyReloader
 from router.runtime import Runtime
 from router.state.base import StateStore, StateUnavailable
 from router.state.memory import MemoryStateStore
@@ -49,18 +53,25 @@ def create_app(settings: Settings, policy: Policy | None = None) -> FastAPI:
         await check_store(runtime.store)
         adapters = build_adapters(runtime.policy, settings.upstream_max_connections)
         runtime.gateway = Gateway(runtime.policy, adapters, runtime.store, runtime.metrics)
+        runtime.reloader = PolicyReloader(runtime)
+        watcher = asyncio.ensure_future(runtime.reloader.watch()) if settings.watch_policy else None
+        install_drain_on_sigterm(runtime)
         runtime.ready = True
         try:
             yield
         finally:
             runtime.ready = False
-            await close_adapters(adapters)
+            if watcher is not None:
+                watcher.cancel()
+            await runtime.reloader.aclose()
+            await close_adapters(dict(runtime.gateway.adapters))
             await runtime.store.aclose()
 
     app = FastAPI(title="tier-router", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     app.include_router(health)
     app.include_router(api)
+    app.include_router(admin)
     app.add_exception_handler(RouterError, _router_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_middleware(AuthMiddleware, current_gateway=lambda: runtime.gateway)
@@ -91,6 +102,28 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = str(exc.detail)
     body = error_body(message, "invalid_request_error", None, "not_found" if exc.status_code == 404 else None)
     return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json", headers=exc.headers)
+
+
+def install_drain_on_sigterm(runtime: Runtime) -> None:
+    """On SIGTERM: /readyz answers 503 at once, requests keep being served for
+    ``ROUTER_DRAIN_DELAY_S`` (so load balancers move new traffic away), then uvicorn's own
+    graceful shutdown lets in-flight requests and streams finish (``ROUTER_SHUTDOWN_GRACE_S``)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # tests serve in a thread; signals belong to the main thread
+    uvicorn_handler = signal.getsignal(signal.SIGTERM)
+    if not callable(uvicorn_handler):
+        return
+    loop = asyncio.get_running_loop()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if runtime.ready:
+            runtime.ready = False
+            log.warning("SIGTERM: draining", extra={"drain_delay_s": runtime.settings.drain_delay_s})
+            loop.call_soon_threadsafe(loop.call_later, runtime.settings.drain_delay_s, uvicorn_handler, signum, frame)
+        else:
+            uvicorn_handler(signum, frame)  # a second SIGTERM: stop now
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def build_store(settings: Settings, policy: Policy, metrics: Metrics) -> StateStore:

@@ -77,7 +77,11 @@ class AuthMiddleware:
             except AuthenticationFailed as error:
                 await _reject(send, error)
                 return
-        await self.app(scope, receive, send)
+        gateway.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            gateway.inflight -= 1
 
 
 async def _reject(send: Send, error: AuthenticationFailed) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 
@@ -21,6 +22,7 @@ class Runtime:
     metrics: Metrics
     store: StateStore
     gateway: Gateway | None = None
+    reloader: Any = None
     loaded_at: int = field(default_factory=lambda: int(time.time()))
     ready: bool = False
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from router.settings import Settings
 
 
 def run() -> None:
+    # uvicorn re-raises the SIGTERM it caught once shutdown is complete; with this handler
+    # in place (restored by uvicorn at the end) a drained, graceful stop exits 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     settings = Settings()
     configure_logging(settings.log_level)
     load_policy(settings.policy)  # fail fast, before any worker starts
@@ -25,7 +29,7 @@ def run() -> None:
         lifespan="on",
         access_log=False,
         log_config=uvicorn_log_config(settings.log_level),
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_grace_s or None,
         server_header=False,
     )
     if settings.workers > 1:
@@ -35,6 +39,10 @@ def run() -> None:
         from router.app import create_app
 
         uvicorn.run(create_app(settings), **common)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def prepare_multiprocess_metrics() -> None:

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     redis_on_failure_rate_limits: Literal["local", "closed", "open"] = "local"
     replicas: int = Field(default=1, ge=1, le=1000)
     shutdown_grace_s: float = Field(default=30, ge=0, le=3600)
+    drain_delay_s: float = Field(default=0, ge=0, le=600)
+    watch_policy: bool = True
 
     @property
     def max_body_bytes(self) -> int:

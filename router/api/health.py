@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from router.errors import PermissionDenied
 from router.runtime import runtime_of
 
 health = APIRouter()
@@ -30,3 +31,18 @@ async def ready(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     exposition = runtime_of(request).metrics.exposition()
     return Response(exposition, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+admin = APIRouter()
+
+
+@admin.post("/admin/reload")
+async def reload_policy(request: Request) -> JSONResponse:
+    """Re-read the policy file now (for setups that cannot watch files). Needs an admin key
+    when the policy has keys."""
+    key = getattr(request.state, "client_key", None)
+    if key is not None and not key.admin:
+        raise PermissionDenied("Reloading the policy needs an admin key (admin: true in the policy).")
+    result = await runtime_of(request).reloader.reload()
+    status = 200 if result.result != "failure" else 422
+    return JSONResponse(result.as_json(), status_code=status)
