@@ -56,6 +56,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> FastAPI:
         runtime.reloader = PolicyReloader(runtime)
         watcher = asyncio.ensure_future(runtime.reloader.watch()) if settings.watch_policy else None
         install_drain_on_sigterm(runtime)
+        release_start_up_memory()
         runtime.ready = True
         try:
             yield
@@ -102,6 +103,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = str(exc.detail)
     body = error_body(message, "invalid_request_error", None, "not_found" if exc.status_code == 404 else None)
     return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json", headers=exc.headers)
+
+
+def release_start_up_memory() -> None:
+    """Drop the model map (re-read on reload) and give freed heap back to the OS."""
+    import ctypes
+    import gc
+
+    from router.policy import catalog
+
+    catalog.load_model_map.cache_clear()
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc
+        pass
 
 
 def install_drain_on_sigterm(runtime: Runtime) -> None:

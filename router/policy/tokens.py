@@ -12,7 +12,10 @@ from typing import Any
 
 import orjson
 
-ENCODING = "o200k_base"
+# cl100k_base counts within a few percent of o200k_base on ordinary text and needs about
+# half the memory (29 MB against 51 MB resident); counts only rank candidates and check
+# context windows: billing uses the usage the upstream reports.
+ENCODING = "cl100k_base"
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_REPLY = 3
 TOKENS_PER_IMAGE = 765  # a high-detail 1024x1024 image, OpenAI's own accounting
@@ -26,7 +29,11 @@ def _encoding():  # type: ignore[no-untyped-def]
         os.environ["TIKTOKEN_CACHE_DIR"] = str(litellm_package_dir() / "litellm_core_utils" / "tokenizers")
     import tiktoken
 
-    return tiktoken.get_encoding(ENCODING)
+    encoding = tiktoken.get_encoding(ENCODING)
+    # The Python copy of the ranks (~30 MB) is only used to build the Rust core, which
+    # keeps its own; encode_ordinary needs nothing else.
+    encoding._mergeable_ranks = {}
+    return encoding
 
 
 def warm_up() -> None:
