@@ -65,22 +65,17 @@ class Accountant:
         self.tokens_per_second[model.name] = observed if previous is None else previous + THROUGHPUT_WEIGHT * (observed - previous)
 
     def attempt(self, record: RequestRecord, model: Model, duration_s: float, error_reason: str | None, usage: Usage | None = None) -> None:
-        labels = dict(
-            gen_ai_operation_name=record.operation,
-            gen_ai_provider_name=model.provider,
-            gen_ai_request_model=model.upstream,
-            gen_ai_response_model=model.name,
-            error_type=error_reason or "none",
-        )
-        self.metrics.operation_duration.labels(**labels).observe(duration_s)
+        m = self.metrics
+        labels = (record.operation, model.provider, model.upstream, model.name, error_reason or "none")
+        m.child(m.operation_duration, *labels).observe(duration_s)
         if error_reason:
-            self.metrics.upstream_errors.labels(model=model.name, provider=model.provider, reason=error_reason).inc()
+            m.child(m.upstream_errors, model.name, model.provider, error_reason).inc()
         if usage is not None:
-            self.metrics.token_usage.labels(**labels, gen_ai_token_type="input").observe(usage.input_tokens)
-            self.metrics.token_usage.labels(**labels, gen_ai_token_type="output").observe(usage.output_tokens)
+            m.child(m.token_usage, *labels, "input").observe(usage.input_tokens)
+            m.child(m.token_usage, *labels, "output").observe(usage.output_tokens)
 
     def fallback(self, from_model: Model, to_model: Model, reason: str) -> None:
-        self.metrics.fallbacks.labels(from_model=from_model.name, to_model=to_model.name, reason=reason).inc()
+        self.metrics.child(self.metrics.fallbacks, from_model.name, to_model.name, reason).inc()
 
     def estimate_usage(self, record: RequestRecord, output_text: str) -> Usage:
         record.usage_estimated = True
@@ -95,11 +90,11 @@ class Accountant:
         model, m = record.model, self.metrics
         model_name = model.name if model else "none"
         provider = model.provider if model else "none"
-        m.requests.labels(route=record.route, tier=record.tier, model=model_name, provider=provider, outcome=outcome).inc()
-        m.request_duration.labels(route=record.route, tier=record.tier, gen_ai_response_model=model_name, error_type=record.error_type).observe(elapsed)
-        m.overhead.labels(route=record.route).observe(max(0.0, elapsed - record.upstream_s))
+        m.child(m.requests, record.route, record.tier, model_name, provider, outcome).inc()
+        m.child(m.request_duration, record.route, record.tier, model_name, record.error_type).observe(elapsed)
+        m.child(m.overhead, record.route).observe(max(0.0, elapsed - record.upstream_s))
         if record.ttft_s is not None and model is not None:
-            m.time_to_first_token.labels(route=record.route, gen_ai_provider_name=provider, gen_ai_response_model=model_name).observe(record.ttft_s)
+            m.child(m.time_to_first_token, record.route, provider, model_name).observe(record.ttft_s)
         if model is not None and record.usage is not None:
             self._bill(record, policy, model, record.usage)
 
@@ -109,13 +104,13 @@ class Accountant:
             self._measure_throughput(record, model, usage)
         record.cost_usd = costs.cost_usd(model, usage, self.price_of(model))
         estimated = "true" if record.usage_estimated else "false"
-        m.cost.labels(route=record.route, tier=record.tier, model=model.name, provider=model.provider, team=record.team, estimated=estimated).inc(record.cost_usd)
+        m.child(m.cost, record.route, record.tier, model.name, model.provider, record.team, estimated).inc(record.cost_usd)
         saved = costs.savings_usd(policy, record.cost_usd, usage)
-        m.savings.labels(route=record.route, team=record.team).inc(max(saved, 0.0))
-        m.tokens.labels(model=model.name, provider=model.provider, type="input").inc(usage.input_tokens)
-        m.tokens.labels(model=model.name, provider=model.provider, type="output").inc(usage.output_tokens)
+        m.child(m.savings, record.route, record.team).inc(max(saved, 0.0))
+        m.child(m.tokens, model.name, model.provider, "input").inc(usage.input_tokens)
+        m.child(m.tokens, model.name, model.provider, "output").inc(usage.output_tokens)
         if usage.cached_tokens:
-            m.tokens.labels(model=model.name, provider=model.provider, type="cached").inc(usage.cached_tokens)
+            m.child(m.tokens, model.name, model.provider, "cached").inc(usage.cached_tokens)
 
 
 def access_fields(record: RequestRecord) -> dict[str, object]:

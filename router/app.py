@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router import __version__
-from router.api.health import admin, health
-from router.api.openai import api
+from router.api.health import routes as health_routes
+from router.api.openai import routes as api_routes
 from router.circuit import CircuitSettings
 from router.gateway import Gateway
 from router.metrics import Metrics
@@ -68,11 +68,9 @@ def create_app(settings: Settings, policy: Policy | None = None) -> FastAPI:
             await close_adapters(dict(runtime.gateway.adapters))
             await runtime.store.aclose()
 
-    app = FastAPI(title="tier-router", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="tier-router", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runtime = runtime
-    app.include_router(health)
-    app.include_router(api)
-    app.include_router(admin)
+    app.router.routes.extend([*health_routes, *api_routes])
     app.add_exception_handler(RouterError, _router_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_middleware(AuthMiddleware, current_gateway=lambda: runtime.gateway)

@@ -120,7 +120,7 @@ class Dispatcher:
         for retry in range(retries + 1):
             record.attempts += 1
             started = time.perf_counter()
-            inflight = self.metrics.inflight.labels(provider=model.provider)
+            inflight = self.metrics.child(self.metrics.inflight, model.provider)
             inflight.inc()
             try:
                 answered = await attempt(adapter, call)

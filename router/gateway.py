@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -108,7 +109,8 @@ class Gateway:
         if not scopes:
             return
         amount = max(1, budgets.to_micros(decision.candidates[0].estimated_cost_usd))
-        ttl = int(self.policy.defaults.timeout_s * (self.policy.defaults.retries + 2)) + RESERVATION_GRACE_S
+        defaults = self.policy.defaults
+        ttl = math.ceil(defaults.timeout_s * (defaults.retries + 2) + min(RESERVATION_GRACE_S, defaults.timeout_s))
         for scope in scopes:
             try:
                 reservation = await self.store.reserve(scope, record.request_id, amount, ttl)

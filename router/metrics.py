@@ -33,6 +33,7 @@ def multiprocess_enabled() -> bool:
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], object] = {}
         r = self.registry
         client_labels = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"]
         self.operation_duration = Histogram(
@@ -61,6 +62,16 @@ class Metrics:
         self.policy_reloads = Counter("router_policy_reloads", "Policy reloads by result", ["result"], registry=r)
         self.state_store_up = Gauge("router_state_store_up", "1 while the shared state store (Redis) answers", registry=r, multiprocess_mode="min")
         self.policy_info = Gauge("router_policy_info", "The policy this replica runs (value 1)", ["sha256"], registry=r, multiprocess_mode="max")
+
+    def child(self, metric: Counter | Gauge | Histogram, *values: str):  # type: ignore[no-untyped-def]
+        """``metric.labels(*values)``, remembered: the hot path skips label validation.
+        Values are positional, in the metric's label order; all come from the policy or
+        fixed vocabularies, so the cache is bounded like the series themselves."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def prime(self, policy: Policy, teams: tuple[str, ...] = ("none",)) -> None:
         """Create the series that are zero until something happens, so dashboards and

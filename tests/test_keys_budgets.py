@@ -82,8 +82,8 @@ class TestKeys:
         assert json.loads(body)["error"]["message"].startswith("Invalid or missing API key")
 
     def test_every_route_except_health_needs_a_key(self, keyed):
-        declared = {path: set(methods) for path, methods in keyed.app.openapi()["paths"].items()}
-        declared["/openapi.json"] = {"get"}
+        declared = {route.path: route.methods - {"HEAD"} for route in keyed.app.routes}
+        assert {"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/router/explain", "/metrics", "/admin/reload", "/healthz", "/readyz"} <= set(declared)
         checked = 0
         with httpx.Client(base_url=keyed.url) as http:
             for path, methods in declared.items():

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
+from starlette.routing import Route
 from starlette.responses import JSONResponse, Response
 
 from router.errors import PermissionDenied
 from router.runtime import runtime_of
 
-health = APIRouter()
-
-
-@health.get("/healthz")
-@health.get("/livez")
-async def live() -> JSONResponse:
+async def live(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@health.get("/readyz")
 async def ready(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
     if not runtime.ready:
@@ -27,16 +22,11 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "policy_sha256": runtime.gateway.policy.sha256})
 
 
-@health.get("/metrics")
 async def metrics(request: Request) -> Response:
     exposition = runtime_of(request).metrics.exposition()
     return Response(exposition, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-admin = APIRouter()
-
-
-@admin.post("/admin/reload")
 async def reload_policy(request: Request) -> JSONResponse:
     """Re-read the policy file now (for setups that cannot watch files). Needs an admin key
     when the policy has keys."""
@@ -46,3 +36,12 @@ async def reload_policy(request: Request) -> JSONResponse:
     result = await runtime_of(request).reloader.reload()
     status = 200 if result.result != "failure" else 422
     return JSONResponse(result.as_json(), status_code=status)
+
+
+routes = [
+    Route("/healthz", live, methods=["GET"]),
+    Route("/livez", live, methods=["GET"]),
+    Route("/readyz", ready, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/admin/reload", reload_policy, methods=["POST"]),
+]

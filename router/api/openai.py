@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from starlette.requests import Request
+from starlette.routing import Route
 from starlette.responses import Response, StreamingResponse
 
 from router.accounting import RequestRecord
@@ -21,14 +22,10 @@ from router.policy.engine import Decision
 from router.policy.model import ClientKey
 from router.runtime import runtime_of
 
-api = APIRouter()
-
-
 def _gateway_and_key(request: Request) -> tuple[Gateway, ClientKey | None]:
     return request.state.gateway, getattr(request.state, "client_key", None)
 
 
-@api.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     gateway, key = _gateway_and_key(request)
     body = await read_json_object(request, runtime_of(request).settings.max_body_bytes)
@@ -49,7 +46,6 @@ async def chat_completions(request: Request) -> Response:
     return _json_response(answered, decision, record, {**limits, **({"x-router-cache": "miss"} if cache_key else {})})
 
 
-@api.post("/v1/embeddings")
 async def embeddings(request: Request) -> Response:
     gateway, key = _gateway_and_key(request)
     body = await read_json_object(request, runtime_of(request).settings.max_body_bytes)
@@ -61,7 +57,6 @@ async def embeddings(request: Request) -> Response:
     return _json_response(answered, decision, record, limits)
 
 
-@api.post("/v1/router/explain")
 async def explain(request: Request) -> Response:
     gateway, key = _gateway_and_key(request)
     body = await read_json_object(request, runtime_of(request).settings.max_body_bytes)
@@ -74,7 +69,6 @@ async def explain(request: Request) -> Response:
     return Response(orjson.dumps(decision_json(decision)), media_type="application/json")
 
 
-@api.get("/v1/models")
 async def list_models(request: Request) -> Response:
     gateway, key = _gateway_and_key(request)
     policy = gateway.policy
@@ -127,3 +121,11 @@ def _stream_response(gateway: Gateway, answered: Answered, decision: Decision, r
     chunks = relay(answered.first_chunks, answered.stream, answered.model.name, client_wants_usage, timeouts, gateway.estimate_usage(record), finished)
     headers = {**_routing_headers(answered, decision, record), **SSE_HEADERS, **extra}
     return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/router/explain", explain, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+]
