@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
-from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from router import __version__
 from router.api.health import routes as health_routes
 from router.api.openai import routes as api_routes
 from router.circuit import CircuitSettings
@@ -38,7 +38,7 @@ from router.settings import Settings
 log = logging.getLogger("router")
 
 
-def create_app(settings: Settings, policy: Policy | None = None) -> FastAPI:
+def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
     """Build the ASGI app. Raises ``PolicyError`` if the policy file is invalid."""
     loaded = policy or load_policy(settings.policy)
     metrics = Metrics()
@@ -49,7 +49,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> FastAPI:
     runtime.metrics.prime(loaded, loaded.teams())
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await check_store(runtime.store)
         adapters = build_adapters(runtime.policy, settings.upstream_max_connections)
         runtime.gateway = Gateway(runtime.policy, adapters, runtime.store, runtime.metrics)
@@ -68,18 +68,23 @@ def create_app(settings: Settings, policy: Policy | None = None) -> FastAPI:
             await close_adapters(dict(runtime.gateway.adapters))
             await runtime.store.aclose()
 
-    app = FastAPI(title="tier-router", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # Plain Starlette (FastAPI's base): the hot path needs no dependency injection or
+    # OpenAPI, and FastAPI's extra ASGI layers measured ~20 µs per request here.
+    app = Starlette(
+        routes=[*health_routes, *api_routes],
+        lifespan=lifespan,
+        exception_handlers={RouterError: _router_error, HTTPException: _http_error},
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes),
+            Middleware(AuthMiddleware, current_gateway=lambda: runtime.gateway),
+        ],
+    )
     app.state.runtime = runtime
-    app.router.routes.extend([*health_routes, *api_routes])
-    app.add_exception_handler(RouterError, _router_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_middleware(AuthMiddleware, current_gateway=lambda: runtime.gateway)
-    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestIdMiddleware)
     return app
 
 
-def app_from_environment() -> FastAPI:
+def app_from_environment() -> Starlette:
     """Factory for ``uvicorn --factory`` and worker processes: settings from ``ROUTER_*``."""
     from router.logs import configure_logging
 

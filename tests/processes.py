@@ -116,3 +116,64 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class NginxBalancer:
+    """Debian's nginx on loopback in front of several replicas (SSE buffering off)."""
+
+    def __init__(self, directory: Path, upstream_ports: list[int]) -> None:
+        self.directory = directory
+        self.port = free_port()
+        servers = "\n".join(f"    server 127.0.0.1:{port};" for port in upstream_ports)
+        temp = {name: directory / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
+        for path in temp.values():
+            path.mkdir(parents=True, exist_ok=True)
+        self.config = directory / "nginx.conf"
+        self.config.write_text(
+            f"""
+daemon off;
+worker_processes 1;
+error_log {directory}/error.log warn;
+pid {directory}/nginx.pid;
+events {{ worker_connections 512; }}
+http {{
+  access_log off;
+  client_body_temp_path {temp['body']};
+  proxy_temp_path {temp['proxy']};
+  fastcgi_temp_path {temp['fastcgi']};
+  uwsgi_temp_path {temp['uwsgi']};
+  scgi_temp_path {temp['scgi']};
+  upstream routers {{
+{servers}
+    keepalive 32;
+  }}
+  server {{
+    listen 127.0.0.1:{self.port};
+    client_max_body_size 32m;
+    location / {{
+      proxy_pass http://routers;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_read_timeout 300s;
+    }}
+  }}
+}}
+"""
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> NginxBalancer:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.process = subprocess.Popen([binary, "-c", str(self.config), "-p", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close() is None, 10, "nginx start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)

@@ -10,6 +10,12 @@
 After a failure Redis is not asked again for ``RETRY_AFTER_S`` (so requests do not each
 pay the timeout), then it is tried again: service recovers by itself when Redis is back.
 ``router_state_store_up`` and one log line per transition say which mode is in force.
+
+Model health is read at most every ``HEALTH_CACHE_S`` and latencies every
+``LATENCY_CACHE_S``; a success is written only when it changes something (a model that had
+failures) or at most every ``SUCCESS_WRITE_S`` per model for the latency average; a probe is
+claimed in Redis only for a model that is half-open. On the happy path a request costs
+Redis nothing but its budget and rate-limit scripts.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ from router.state.memory import MemoryStateStore
 log = logging.getLogger("router.state")
 T = TypeVar("T")
 RETRY_AFTER_S = 1.0
+HEALTH_CACHE_S = 0.25
+LATENCY_CACHE_S = 1.0
+SUCCESS_WRITE_S = 1.0
 
 
 class ResilientStore:
@@ -51,6 +60,11 @@ class ResilientStore:
         self.down_until = 0.0
         self.is_up = True
         up_gauge.set(1)
+        self._health: dict[str, ModelHealth] = {}
+        self._health_read_at = -HEALTH_CACHE_S
+        self._latencies: Mapping[str, float] = {}
+        self._latencies_read_at = -LATENCY_CACHE_S
+        self._success_written_at: dict[str, float] = {}
 
     async def _try(self, call: Callable[[], Awaitable[T]]) -> T:
         if self.down_until > time.monotonic():
@@ -84,40 +98,66 @@ class ResilientStore:
     # model health: fall back to this replica's own view ---------------------------------
     async def health(self, models: Iterable[str]) -> Mapping[str, ModelHealth]:
         models = list(models)
+        if time.monotonic() - self._health_read_at < HEALTH_CACHE_S:
+            return {m: self._health[m] for m in models if m in self._health}
         try:
-            return await self._try(lambda: self.primary.health(models))
+            fresh = await self._try(lambda: self.primary.health(models))
         except StateUnavailable:
             return await self.local.health(models)
+        self._health, self._health_read_at = dict(fresh), time.monotonic()
+        return fresh
 
     async def record_success(self, model: str, latency_s: float | None) -> ModelHealth:
+        known = self._health.get(model)
+        recovering = known is not None and (known.consecutive_failures or known.ejections)
+        last_write = self._success_written_at.get(model, -SUCCESS_WRITE_S)
+        if not recovering and time.monotonic() - last_write < SUCCESS_WRITE_S:
+            return known or ModelHealth()
+        self._success_written_at[model] = time.monotonic()
         try:
-            return await self._try(lambda: self.primary.record_success(model, latency_s))
+            health = await self._try(lambda: self.primary.record_success(model, latency_s))
         except StateUnavailable:
             return await self.local.record_success(model, latency_s)
+        self._remember(model, health)
+        return health
 
     async def record_failure(self, model: str, now: float, *, immediate: bool, total_models: int) -> ModelHealth:
         try:
-            return await self._try(lambda: self.primary.record_failure(model, now, immediate=immediate, total_models=total_models))
+            health = await self._try(lambda: self.primary.record_failure(model, now, immediate=immediate, total_models=total_models))
         except StateUnavailable:
             return await self.local.record_failure(model, now, immediate=immediate, total_models=total_models)
+        self._remember(model, health)
+        return health
 
     async def record_rate_limited(self, model: str, now: float, retry_after_s: float | None) -> ModelHealth:
         try:
-            return await self._try(lambda: self.primary.record_rate_limited(model, now, retry_after_s))
+            health = await self._try(lambda: self.primary.record_rate_limited(model, now, retry_after_s))
         except StateUnavailable:
             return await self.local.record_rate_limited(model, now, retry_after_s)
+        self._remember(model, health)
+        return health
 
     async def claim_probe(self, model: str, now: float) -> bool:
+        known = self._health.get(model)
+        if known is None or known.state(now) != "half_open":
+            return True  # closed (or open, which the engine already left out): nothing to claim
         try:
             return await self._try(lambda: self.primary.claim_probe(model, now))
         except StateUnavailable:
             return await self.local.claim_probe(model, now)
 
     async def latencies(self) -> Mapping[str, float]:
+        if time.monotonic() - self._latencies_read_at < LATENCY_CACHE_S:
+            return self._latencies
         try:
-            return await self._try(self.primary.latencies)
+            self._latencies = await self._try(self.primary.latencies)
         except StateUnavailable:
             return await self.local.latencies()
+        self._latencies_read_at = time.monotonic()
+        return self._latencies
+
+    def _remember(self, model: str, health: ModelHealth) -> None:
+        self._health[model] = health
 
     # budgets: closed (StateUnavailable → 503) or open ------------------------------------
     async def reserve(self, scope: BudgetScope, reservation_id: str, amount_micros: int, ttl_s: int) -> Reservation:
