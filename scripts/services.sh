@@ -7,7 +7,7 @@ ensure_redis() {
     return
   fi
   if ! command -v redis-server >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    apt_install redis-server redis-tools
   fi
   mkdir -p /var/lib/redis /var/log/redis
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
@@ -20,4 +20,27 @@ ensure_redis() {
   exit 1
 }
 
+apt_install() {
+  if [ -z "${APT_UPDATED:-}" ]; then
+    apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Prometheus and promtool (tests start their own Prometheus on a free port).
+ensure_prometheus() {
+  command -v prometheus >/dev/null && command -v promtool >/dev/null && return
+  apt_install prometheus
+  # the package may start a system instance; the tests do not need it
+  (systemctl stop prometheus prometheus-node-exporter 2>/dev/null || service prometheus stop 2>/dev/null || true) >/dev/null 2>&1
+}
+
+# nginx for the scale-out test (two replicas behind a balancer on loopback).
+ensure_nginx() {
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
+}
+
 ensure_redis
+ensure_prometheus
+ensure_nginx
