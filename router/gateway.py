@@ -175,16 +175,8 @@ class Gateway:
     # dispatch ------------------------------------------------------------------------------
     async def complete(self, decision: Decision, body: dict[str, Any], request: Request, record: RequestRecord, *, embedding: bool = False) -> Answered:
         """Non-stream call; cancelled (and the upstream dropped) if the client goes away."""
-        try:
-            answered = await cancel_on_disconnect(request, self.dispatcher.complete(decision, body, request.headers, record, embedding=embedding))
-        except RouterError as error:
-            await self.fail(record, error)
-            raise
-        except asyncio.CancelledError:
-            record.outcome = "cancelled"
-            await asyncio.shield(self.finish(record))
-            raise
-        record.model = answered.model
+        work = cancel_on_disconnect(request, self.dispatcher.complete(decision, body, request.headers, record, embedding=embedding))
+        answered = await self._accounted(work, record)
         usage = answered.completion.usage
         if usage is None:
             usage = self.accountant.estimate_usage(record, _completion_text(answered.completion.body))
@@ -193,8 +185,13 @@ class Gateway:
         return answered
 
     async def open_stream(self, decision: Decision, body: dict[str, Any], request: Request, record: RequestRecord) -> Answered:
+        """Up to the first content chunk; the relay accounts for the rest of the stream."""
+        return await self._accounted(self.dispatcher.open_stream(decision, body, request.headers, record), record)
+
+    async def _accounted(self, work, record: RequestRecord) -> Answered:  # type: ignore[no-untyped-def]
+        """Await the dispatch; a failure or a cancelled request is accounted before it propagates."""
         try:
-            answered = await self.dispatcher.open_stream(decision, body, request.headers, record)
+            answered = await work
         except RouterError as error:
             await self.fail(record, error)
             raise
