@@ -14,7 +14,8 @@ Usage from a sync or async test::
         ...  # point litellm / the proxy at upstream.base_url (no /v1: litellm appends /v1/messages)
         assert upstream.requests[0].headers["x-api-key"] == "sk-ant-test"
 
-The server runs in a daemon thread with its own event loop, so it works no
+The server runs in a daemon thread with its own event loop (see
+:class:`tests.fakes.threaded_server.ThreadedAiohttpServer`), so it works no
 matter which loop (if any) the test runs in.
 
 Standalone::
@@ -30,17 +31,16 @@ import collections
 import itertools
 import json
 import re
-import socket
-import struct
 import sys
-import threading
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Union
 
 import orjson
 from aiohttp import web
+
+from .threaded_server import RecordedRequest, ThreadedAiohttpServer
+from .threaded_server import RequestContext as _Ctx
 
 __all__ = [
     "DEFAULT_TOOL_INPUT",
@@ -95,22 +95,6 @@ def _default_error_body(status: int) -> dict:
         status, ("api_error" if status >= 500 else "invalid_request_error", f"Error {status}")
     )
     return anthropic_error(message, type_)
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request as received by the fake (recorded before any scripted behaviour runs)."""
-
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-case names (x-api-key, anthropic-version, anthropic-beta, ...)
-    json: Any  # parsed JSON body (normally a dict); None if absent or not JSON
-    body: bytes = b""
-    query: dict[str, str] = field(default_factory=dict)
-    received_at: float = 0.0  # time.monotonic()
 
 
 # --------------------------------------------------------------------------- behaviours
@@ -265,21 +249,10 @@ def _sse(event: str, data: dict) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + _dumps(data) + b"\n\n"
 
 
-class _Ctx:
-    """Per-request state: the request and whether its disconnect was already counted."""
-
-    __slots__ = ("request", "disconnected", "aborted_by_us")
-
-    def __init__(self, request: web.Request) -> None:
-        self.request = request
-        self.disconnected = False
-        self.aborted_by_us = False
-
-
 # --------------------------------------------------------------------------- the server
 
 
-class FakeAnthropicUpstream:
+class FakeAnthropicUpstream(ThreadedAiohttpServer):
     """Scriptable fake Anthropic Messages API on 127.0.0.1 (OS-assigned port by default).
 
     ``base_url`` has no ``/v1`` (litellm's ``api_base`` for ``anthropic/...`` models; it posts
@@ -294,6 +267,8 @@ class FakeAnthropicUpstream:
     ``await_*`` twins.
     """
 
+    thread_name = "fake-anthropic-upstream"
+
     def __init__(
         self,
         *,
@@ -305,27 +280,17 @@ class FakeAnthropicUpstream:
         require_auth: bool = True,
         api_key: str | None = None,
     ) -> None:
-        self.host = host
-        self.port: int = port
-        self._requested_port = port
+        super().__init__(host=host, port=port)
         self.usage = usage
         self.tool_input = tool_input if tool_input is not None else dict(DEFAULT_TOOL_INPUT)
         self.chunk_delay_s = chunk_delay_s
         self.require_auth = require_auth
         self.api_key = api_key
 
-        self._cond = threading.Condition(threading.Lock())
-        self._requests: list[RecordedRequest] = []
         self._script: collections.deque[AnthropicBehaviour] = collections.deque()
-        self._disconnect_times: list[float] = []
         self._ids = itertools.count(1)
-        self._stopping = False
 
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-
-    # ----------------------------------------------------------------- lifecycle
+    # ----------------------------------------------------------------- app
 
     @property
     def base_url(self) -> str:
@@ -334,88 +299,6 @@ class FakeAnthropicUpstream:
     @property
     def messages_url(self) -> str:
         return self.base_url + MESSAGES_PATH
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> "FakeAnthropicUpstream":
-        if self._thread is not None:
-            raise RuntimeError("FakeAnthropicUpstream already started")
-        self._stopping = False
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._loop = loop
-            try:
-                self._runner = loop.run_until_complete(self._start_runner(self._requested_port))
-            except BaseException as exc:  # noqa: BLE001 - reported to start()
-                errors.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                try:
-                    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-                    for task in pending:
-                        task.cancel()
-                    if pending:
-                        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                    loop.run_until_complete(loop.shutdown_asyncgens())
-                finally:
-                    loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-anthropic-upstream", daemon=True)
-        self._thread.start()
-        if not ready.wait(15):
-            raise RuntimeError("FakeAnthropicUpstream did not start within 15s")
-        if errors:
-            self._thread.join(5)
-            self._thread = None
-            raise errors[0]
-        return self
-
-    def stop(self) -> None:
-        thread, loop, runner = self._thread, self._loop, self._runner
-        if thread is None or loop is None:
-            return
-        self._stopping = True  # makes pending Hang / delays return promptly
-        if runner is not None and not loop.is_closed():
-            fut = asyncio.run_coroutine_threadsafe(runner.cleanup(), loop)
-            try:
-                fut.result(timeout=10)
-            except Exception:  # noqa: BLE001 - best effort shutdown
-                pass
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        self._thread = self._loop = self._runner = None
-
-    def __enter__(self) -> "FakeAnthropicUpstream":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> "FakeAnthropicUpstream":
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.to_thread(self.stop)
-
-    async def _start_runner(self, port: int) -> web.AppRunner:
-        runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, port)
-        await site.start()
-        self.port = runner.addresses[0][1]
-        return runner
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -435,148 +318,18 @@ class FakeAnthropicUpstream:
         with self._cond:
             return len(self._script)
 
-    def reset(self) -> None:
-        """Clear recorded requests, disconnects and any scripted behaviours."""
-        with self._cond:
-            self._requests.clear()
-            self._script.clear()
-            self._disconnect_times.clear()
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Snapshot (a copy) of all recorded requests, oldest first."""
-        with self._cond:
-            return list(self._requests)
+    def _clear_scripts(self) -> None:  # reset() calls this with self._cond held
+        self._script.clear()
 
     @property
     def messages_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path == MESSAGES_PATH]
-
-    @property
-    def last_request(self) -> RecordedRequest | None:
-        with self._cond:
-            return self._requests[-1] if self._requests else None
-
-    @property
-    def disconnects(self) -> int:
-        """How many times a peer closed the connection while the fake was still sending/hanging."""
-        with self._cond:
-            return len(self._disconnect_times)
-
-    @property
-    def disconnect_times(self) -> list[float]:
-        """time.monotonic() timestamps of observed disconnects."""
-        with self._cond:
-            return list(self._disconnect_times)
-
-    def wait_for_requests(self, count: int = 1, timeout: float = 5.0) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: len(self._requests) >= count, timeout)
-
-    def wait_for_disconnects(self, count: int = 1, timeout: float = 5.0) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: len(self._disconnect_times) >= count, timeout)
-
-    async def await_requests(self, count: int = 1, timeout: float = 5.0) -> bool:
-        """Non-blocking twin of wait_for_requests for async tests (doesn't stall the test's loop)."""
-        return await self._await(lambda: len(self.requests) >= count, timeout)
-
-    async def await_disconnects(self, count: int = 1, timeout: float = 5.0) -> bool:
-        return await self._await(lambda: self.disconnects >= count, timeout)
-
-    @staticmethod
-    async def _await(pred: Any, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.01)
-        return True
 
     # ----------------------------------------------------------------- internals
 
     def _next_behaviour(self) -> AnthropicBehaviour | None:
         with self._cond:
             return self._script.popleft() if self._script else None
-
-    async def _record(self, request: web.Request) -> RecordedRequest:
-        body = await request.read()
-        parsed: Any = None
-        if body:
-            try:
-                parsed = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                parsed = None
-        rec = RecordedRequest(
-            method=request.method,
-            path=request.path,
-            headers={k.lower(): v for k, v in request.headers.items()},
-            json=parsed,
-            body=body,
-            query=dict(request.query),
-            received_at=time.monotonic(),
-        )
-        with self._cond:
-            self._requests.append(rec)
-            self._cond.notify_all()
-        return rec
-
-    def _note_disconnect(self, ctx: _Ctx) -> None:
-        if ctx.disconnected or ctx.aborted_by_us or self._stopping:
-            return
-        ctx.disconnected = True
-        with self._cond:
-            self._disconnect_times.append(time.monotonic())
-            self._cond.notify_all()
-
-    @staticmethod
-    def _peer_gone(ctx: _Ctx) -> bool:
-        transport = ctx.request.transport
-        return transport is None or transport.is_closing()
-
-    async def _sleep(self, ctx: _Ctx, seconds: float) -> bool:
-        """Sleep while watching the connection. False if the peer went away (or we are stopping)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, seconds)
-        while True:
-            if self._peer_gone(ctx):
-                self._note_disconnect(ctx)
-                return False
-            if self._stopping:
-                return False
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return True
-            await asyncio.sleep(min(0.01, remaining))
-
-    async def _write(self, ctx: _Ctx, resp: web.StreamResponse, data: bytes) -> bool:
-        if self._peer_gone(ctx):
-            self._note_disconnect(ctx)
-            return False
-        try:
-            await resp.write(data)
-        except (ConnectionError, OSError):  # ClientConnectionResetError is a ConnectionResetError
-            self._note_disconnect(ctx)
-            return False
-        return True
-
-    async def _abort(self, ctx: _Ctx, rst: bool) -> None:
-        ctx.aborted_by_us = True
-        transport = ctx.request.transport
-        if transport is None:
-            return
-        for _ in range(200):  # let already-written bytes reach the kernel first
-            if transport.is_closing() or transport.get_write_buffer_size() == 0:
-                break
-            await asyncio.sleep(0.005)
-        if rst:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                except OSError:
-                    pass
-        transport.abort()
 
     @staticmethod
     def _base_headers(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -619,12 +372,6 @@ class FakeAnthropicUpstream:
             await self._sleep(ctx, behaviour.seconds)
             return await self._drop(ctx)  # time is up (or shutting down): close without a response
         return None
-
-    async def _drop(self, ctx: _Ctx) -> web.StreamResponse:
-        """Close the connection without sending anything (if the peer is still there)."""
-        if not self._peer_gone(ctx):
-            await self._abort(ctx, rst=False)
-        return web.Response(status=499)  # never reaches the peer
 
     def _validate(self, rec: RecordedRequest) -> web.Response | None:
         """The checks api.anthropic.com makes before it looks at the script."""
