@@ -17,6 +17,7 @@ import pytest
 from router.auth import digest_of
 from tests.fakes import ErrorReply, Hang, Reply
 from tests.harness import RunningRouter, metric_sum, scrape, write_policy
+from tests.processes import RedisServer
 
 HELLO = [{"role": "user", "content": "hi"}]
 WEB_KEY = "sk-tr-web-0123456789abcdef"
@@ -125,11 +126,21 @@ def test_keys_new_prints_the_key_once_and_a_hash_line():
     assert result.stdout.count(key) == 1
 
 
+@pytest.fixture(params=["memory", "redis"])
+def state(request):
+    """Settings for the state store: in-process, or a private real Redis."""
+    if request.param == "memory":
+        yield {}
+        return
+    with RedisServer() as redis:
+        yield {"redis_url": redis.url}
+
+
 class TestBudgets:
     # prices are $1000 / 1M tokens: the fake's default usage (20 in, 5 out) costs $0.025;
     # the estimate reserved up front is prompt (~8 tokens) + 10 expected output tokens.
-    def test_exhausted_budget_is_429_insufficient_quota(self, tmp_path, upstream):
-        with RunningRouter(write_policy(tmp_path, keyed_policy(upstream.base_url, budget_usd=0.05))) as router:
+    def test_exhausted_budget_is_429_insufficient_quota(self, tmp_path, upstream, state):
+        with RunningRouter(write_policy(tmp_path, keyed_policy(upstream.base_url, budget_usd=0.05)), **state) as router:
             web = client(router, WEB_KEY)
             web.chat.completions.create(model="standard", messages=HELLO)
             web.chat.completions.create(model="standard", messages=HELLO)
@@ -142,18 +153,18 @@ class TestBudgets:
         assert len(upstream.chat_requests) == 2
         assert metric_sum(samples, "router_budget_rejections_total", team="web") == 1
 
-    def test_reservation_is_released_on_upstream_error(self, tmp_path, upstream):
+    def test_reservation_is_released_on_upstream_error(self, tmp_path, upstream, state):
         upstream.script(*[ErrorReply(500)] * 6)  # each request tries both models
-        with RunningRouter(write_policy(tmp_path, keyed_policy(upstream.base_url, budget_usd=0.03))) as router:
+        with RunningRouter(write_policy(tmp_path, keyed_policy(upstream.base_url, budget_usd=0.03)), **state) as router:
             web = client(router, WEB_KEY)
             for _ in range(3):
                 with pytest.raises(openai.InternalServerError):
                     web.chat.completions.create(model="standard", messages=HELLO)
             assert web.chat.completions.create(model="standard", messages=HELLO).model == "cheap-model"
 
-    def test_reservation_is_released_on_client_disconnect(self, tmp_path, upstream):
+    def test_reservation_is_released_on_client_disconnect(self, tmp_path, upstream, state):
         upstream.script(Hang(10))
-        with RunningRouter(write_policy(tmp_path, keyed_policy(upstream.base_url, budget_usd=0.03))) as router:
+        with RunningRouter(write_policy(tmp_path, keyed_policy(upstream.base_url, budget_usd=0.03)), **state) as router:
             with pytest.raises(httpx.ReadTimeout):
                 httpx.post(f"{router.base_url}/chat/completions", json={"messages": HELLO}, headers={"authorization": f"Bearer {WEB_KEY}"}, timeout=0.5)
             assert upstream.wait_for_disconnects(1, timeout=3)
@@ -162,8 +173,8 @@ class TestBudgets:
 
 
 class TestRateLimits:
-    def test_requests_per_minute_with_openai_headers(self, tmp_path, upstream):
-        with RunningRouter(write_policy(tmp_path, keyed_policy(upstream.base_url, budget_usd=100, rpm=3))) as router:
+    def test_requests_per_minute_with_openai_headers(self, tmp_path, upstream, state):
+        with RunningRouter(write_policy(tmp_path, keyed_policy(upstream.base_url, budget_usd=100, rpm=3)), **state) as router:
             web = client(router, WEB_KEY)
             first = web.chat.completions.with_raw_response.create(model="standard", messages=HELLO)
             for _ in range(2):
@@ -185,9 +196,9 @@ class TestRateLimits:
 
 
 class TestCache:
-    def test_exact_match_cache_per_team_and_never_a_fallbacks_answer(self, tmp_path, upstream):
+    def test_exact_match_cache_per_team_and_never_a_fallbacks_answer(self, tmp_path, upstream, state):
         policy = keyed_policy(upstream.base_url, budget_usd=100, cache=", cache: {ttl_s: 60}")
-        with RunningRouter(write_policy(tmp_path, policy)) as router:
+        with RunningRouter(write_policy(tmp_path, policy), **state) as router:
             web, ops = client(router, WEB_KEY), client(router, ADMIN_KEY)
             miss = web.chat.completions.with_raw_response.create(model="standard", messages=HELLO, seed=1)
             hit = web.chat.completions.with_raw_response.create(model="standard", messages=HELLO, seed=1)

@@ -250,3 +250,42 @@ def test_parameters_a_strict_server_rejects_can_be_refused(tmp_path, upstream):
         assert sdk(router).chat.completions.create(model="standard", messages=HELLO).model == "local"
     assert "provider 'vllm' does not support: seed" in info.value.message
     assert len(upstream.chat_requests) == 1
+
+
+LOCAL_SERVER_STREAM = (
+    b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"llama","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}\n\n'
+    b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"llama","choices":[{"index":0,"delta":{"content":" there"},"finish_reason":null}]}\n\n'
+    b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"llama","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":3,"total_tokens":14}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("client_wants_usage", [True, False])
+def test_usage_on_the_finish_chunk_of_a_local_server_is_counted_once(tmp_path, upstream, client_wants_usage):
+    upstream.script(RawReply(200, LOCAL_SERVER_STREAM, content_type="text/event-stream"))
+    options = {"stream_options": {"include_usage": True}} if client_wants_usage else {}
+    with start(tmp_path, upstream) as router:
+        chunks = list(sdk(router).chat.completions.create(model="standard", messages=HELLO, stream=True, **options))
+        cost = eventually(lambda: metric_sum(scrape(router.url), "router_cost_usd_total", estimated="false"))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hi there"
+    with_usage = [c for c in chunks if c.usage is not None]
+    if client_wants_usage:
+        assert len(with_usage) == 1 and with_usage[0].choices == [] and with_usage[0].usage.prompt_tokens == 11
+    else:
+        assert with_usage == []
+    assert cost == pytest.approx((11 * 1.0 + 3 * 2.0) / 1e6)
+
+
+def test_sse_framing_variants_from_real_servers_are_understood(tmp_path, upstream):
+    """CRLF line ends, comment keep-alives, `event:` lines and a data field split over lines."""
+    body = (
+        b": keep-alive\r\n\r\n"
+        b'event: message\r\ndata: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",\r\n'
+        b'data: "choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"},"finish_reason":null}]}\r\n\r\n'
+        b'data:{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}\r\n\r\n'
+        b"data: [DONE]\r\n\r\n"
+    )
+    upstream.script(RawReply(200, body, content_type="text/event-stream"))
+    with start(tmp_path, upstream) as router:
+        chunks = list(sdk(router).chat.completions.create(model="standard", messages=HELLO, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello"

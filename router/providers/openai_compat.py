@@ -125,27 +125,38 @@ class SSEChunkStream:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
-        data_lines: list[bytes] = []
+        """Whatever arrived is split into events at blank lines (one await per read, not
+        per line); ``data:`` lines of an event are joined; ``[DONE]`` ends the stream."""
+        pending = b""
         try:
-            async for line in self.response.content:
-                line = line.rstrip(b"\r\n")
-                if line.startswith(b"data:"):
-                    data_lines.append(line[5:].lstrip(b" "))
-                    continue
-                if line or not data_lines:
-                    continue  # comments, event names, ids, blank keep-alives
-                data, data_lines = b"\n".join(data_lines), []
-                if data == b"[DONE]":
-                    self.saw_done = True
-                    return
-                yield _parse_chunk(data)
+            async for received in self.response.content.iter_any():
+                pending += received
+                if b"\r" in pending:  # CRLF line ends (a CR at the end waits for its LF)
+                    pending = pending.replace(b"\r\n", b"\n")
+                while (end := pending.find(b"\n\n")) >= 0:
+                    event, pending = pending[:end], pending[end + 2 :]
+                    data = _event_data(event)
+                    if data is None:
+                        continue  # comments, event names, ids, keep-alives
+                    if data == b"[DONE]":
+                        self.saw_done = True
+                        return
+                    yield _parse_chunk(data)
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError):
             raise UpstreamError("stream_error", "upstream connection broke during the stream") from None
-        if data_lines and data_lines != [b"[DONE]"]:
-            yield _parse_chunk(b"\n".join(data_lines))
+        data = _event_data(pending)
+        if data is not None and data != b"[DONE]":
+            yield _parse_chunk(data)  # a last event without its blank line
 
     async def aclose(self) -> None:
         self.response.close()
+
+
+def _event_data(event: bytes) -> bytes | None:
+    if event.startswith(b"data:") and b"\n" not in event:
+        return event[5:].lstrip(b" ")  # the usual one-line event
+    lines = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
 
 
 def _parse_chunk(data: bytes) -> dict[str, Any]:
