@@ -105,7 +105,7 @@ class Accountant:
         record.cost_usd = costs.cost_usd(model, usage, self.price_of(model))
         estimated = "true" if record.usage_estimated else "false"
         m.child(m.cost, record.route, record.tier, model.name, model.provider, record.team, estimated).inc(record.cost_usd)
-        saved = costs.savings_usd(policy, record.cost_usd, usage)
+        saved = costs.savings_usd(policy, model, record.cost_usd, usage)
         m.child(m.savings, record.route, record.team).inc(max(saved, 0.0))
         m.child(m.tokens, model.name, model.provider, "input").inc(usage.input_tokens)
         m.child(m.tokens, model.name, model.provider, "output").inc(usage.output_tokens)

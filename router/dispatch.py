@@ -37,6 +37,8 @@ class Answered:
     completion: Completion | None = None
     stream: ChunkStream | None = None
     first_chunks: list[dict[str, Any]] = field(default_factory=list)
+    attempt_started: float = 0.0  # a stream's attempt is recorded when the stream ends
+    inflight: Any = None  # a stream holds its provider's in-flight slot until it ends
 
 
 class RetryBudget:
@@ -128,17 +130,23 @@ class Dispatcher:
                 error = UpstreamError("ttft_timeout" if record.stream else "timeout", "upstream did not answer within the timeout")
             except UpstreamError as exc:
                 error = exc
+            except BaseException:
+                inflight.dec()
+                raise
             else:
                 elapsed = time.perf_counter() - started
                 record.upstream_s += elapsed
                 await self._healthy(model, elapsed)
-                usage = answered.completion.usage if answered.completion else None
-                self.accountant.attempt(record, model, elapsed, None, usage)
+                if answered.stream is not None:
+                    answered.attempt_started, answered.inflight = started, inflight
+                else:
+                    inflight.dec()
+                    self.accountant.attempt(record, model, elapsed, None, answered.completion.usage)
                 return answered
-            finally:
-                inflight.dec()
+            inflight.dec()
             elapsed = time.perf_counter() - started
             record.upstream_s += elapsed
+            record.model = model  # a failed request is counted against the model that failed last
             self.accountant.attempt(record, model, elapsed, error.reason)
             if not error.retryable:
                 raise client_error(error)
@@ -165,6 +173,14 @@ class Dispatcher:
     async def _healthy(self, model: Model, latency_s: float) -> None:
         health = await self.store.record_success(model.name, latency_s)
         self.metrics.set_circuit(model.name, model.provider, health.state(time.time()))
+
+    async def stream_ended(self, record: RequestRecord, answered: Answered, usage: Any, error_reason: str | None) -> None:
+        """Record a streamed attempt once it is over: its whole duration, usage and any
+        mid-stream failure (which also counts against the model's health)."""
+        answered.inflight.dec()
+        self.accountant.attempt(record, answered.model, time.perf_counter() - answered.attempt_started, error_reason, usage)
+        if error_reason:
+            await self._unhealthy(answered.model, UpstreamError(error_reason, "failed mid-stream"))
 
     async def _unhealthy(self, model: Model, error: UpstreamError) -> None:
         now = time.time()

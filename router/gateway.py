@@ -66,6 +66,8 @@ class Gateway:
         features = (chat_features if kind == "chat" else embedding_features)(body, headers)
         now = time.time()
         health = await self.store.health(self.policy.models)
+        for name, model_health in health.items():  # half-open and expired ejections show on the gauge
+            self.metrics.set_circuit(name, self.policy.models[name].provider, model_health.state(now))
         unavailable = {name: _unavailable_reason(h, now) for name, h in health.items() if h.unavailable_until(now) is not None}
         latency = await self.store.latencies()
         decision = decide(self.policy, asked, features, kind=kind, tier_override=tier_override, unavailable=unavailable, latency_s=latency)
@@ -196,7 +198,7 @@ class Gateway:
             await self.fail(record, error)
             raise
         except asyncio.CancelledError:
-            record.outcome = "cancelled"
+            record.outcome, record.error_type = "cancelled", "cancelled"
             await asyncio.shield(self.finish(record))
             raise
         record.model = answered.model
@@ -206,7 +208,7 @@ class Gateway:
         return lambda text: Usage(record.prompt_tokens, self.accountant.estimate_usage(record, text).output_tokens, 0)
 
     async def fail(self, record: RequestRecord, error: RouterError) -> None:
-        record.error_type = error.code or error.error_type
+        record.error_type = str(error.status)  # a bounded label value, unlike upstream error codes
         if isinstance(error, UpstreamFailure):
             record.outcome = "rate_limited" if error.status == 429 else ("timeout" if error.status == 504 else "upstream_error")
         else:

@@ -97,4 +97,4 @@ class Metrics:
         self.policy_info.labels(sha256=sha256).set(1)
 
     def set_circuit(self, model: str, provider: str, state: str) -> None:
-        self.circuit_state.labels(model=model, provider=provider).set(CIRCUIT_STATES[state])
+        self.child(self.circuit_state, model, provider).set(CIRCUIT_STATES[state])

@@ -113,8 +113,9 @@ def _stream_response(gateway: Gateway, answered: Answered, decision: Decision, r
         if tally.first_chunk_at is not None:
             record.ttft_s = tally.first_chunk_at - record.started
         record.outcome = tally.outcome
-        if tally.error_reason:
-            record.error_type = tally.error_reason
+        if tally.error_reason or tally.outcome == "cancelled":
+            record.error_type = tally.error_reason or "cancelled"
+        await gateway.dispatcher.stream_ended(record, answered, tally.usage, tally.error_reason)
         await gateway.finish(record)
 
     timeouts = gateway.policy.timeouts_for(decision.route, answered.model)
