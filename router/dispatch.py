@@ -227,6 +227,10 @@ class _Resumed:
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self.iterator
 
+    def buffered(self) -> bool:
+        buffered = getattr(self.stream, "buffered", None)
+        return bool(buffered and buffered())
+
     async def aclose(self) -> None:
         await self.stream.aclose()
 

@@ -60,17 +60,15 @@ async def relay(
     last: dict[str, Any] = first_chunks[-1] if first_chunks else {}
     try:
         iterator = aiter(stream)
-        pending = list(first_chunks)
-        while True:
-            chunk = pending.pop(0) if pending else await _next_chunk(iterator, timeouts.idle_s, deadline, tally)
-            if chunk is None:
-                break
-            last = chunk
-            payload = _client_chunk(chunk, model_name, client_wants_usage, tally)
-            if payload is not None:
+        batch = list(first_chunks)
+        while batch:
+            last = batch[-1]
+            payload = b"".join(p for chunk in batch if (p := _client_chunk(chunk, model_name, client_wants_usage, tally)))
+            if payload:
                 if tally.first_chunk_at is None:
                     tally.first_chunk_at = time.perf_counter()
-                yield payload
+                yield payload  # chunks that arrived together leave together: one write, not one per chunk
+            batch = await _next_batch(stream, iterator, timeouts.idle_s, deadline, tally)
         if tally.usage is None:
             tally.usage, tally.estimated = estimate_usage("".join(tally.text)), True
         if client_wants_usage:
@@ -94,6 +92,19 @@ async def relay(
 async def _close_and_finish(stream: ChunkStream, tally: StreamTally, on_finish: Callable[[StreamTally], Awaitable[None]]) -> None:
     await stream.aclose()
     await on_finish(tally)
+
+
+async def _next_batch(stream: ChunkStream, iterator: AsyncIterator[dict[str, Any]], idle_s: float, deadline: float, tally: StreamTally) -> list[dict[str, Any]]:
+    """The next chunk, waited for, and every chunk already read behind it (empty at the end)."""
+    chunk = await _next_chunk(iterator, idle_s, deadline, tally)
+    batch = []
+    buffered = getattr(stream, "buffered", None)
+    while chunk is not None:
+        batch.append(chunk)
+        if buffered is None or not buffered():
+            break
+        chunk = await anext(iterator, None)
+    return batch
 
 
 async def _next_chunk(iterator: AsyncIterator[dict[str, Any]], idle_s: float, deadline: float, tally: StreamTally) -> dict[str, Any] | None:

@@ -120,6 +120,11 @@ class SSEChunkStream:
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self.response = response
         self.saw_done = False
+        self.ready = 0  # complete events read but not yet yielded
+
+    def buffered(self) -> bool:
+        """Whether the next chunk can be had without waiting for the network."""
+        return self.ready > 0
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._chunks()
@@ -133,15 +138,16 @@ class SSEChunkStream:
                 pending += received
                 if b"\r" in pending:  # CRLF line ends (a CR at the end waits for its LF)
                     pending = pending.replace(b"\r\n", b"\n")
-                while (end := pending.find(b"\n\n")) >= 0:
-                    event, pending = pending[:end], pending[end + 2 :]
-                    data = _event_data(event)
-                    if data is None:
-                        continue  # comments, event names, ids, keep-alives
+                events = pending.split(b"\n\n")
+                pending = events.pop()  # an incomplete event waits for more bytes
+                datas = [d for d in map(_event_data, events) if d is not None]  # no comments, ids, keep-alives
+                for index, data in enumerate(datas):
                     if data == b"[DONE]":
-                        self.saw_done = True
+                        self.saw_done, self.ready = True, 0
                         return
+                    self.ready = len(datas) - index - 1
                     yield _parse_chunk(data)
+                self.ready = 0
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError):
             raise UpstreamError("stream_error", "upstream connection broke during the stream") from None
         data = _event_data(pending)
