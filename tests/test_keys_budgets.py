@@ -15,8 +15,8 @@ import openai
 import pytest
 
 from router.auth import digest_of
-from tests.fakes import ErrorReply, Hang, Reply
-from tests.harness import RunningRouter, metric_sum, scrape, write_policy
+from tests.fakes import ErrorReply, Hang
+from tests.harness import RunningRouter, metric_sum, write_policy
 from tests.processes import RedisServer
 
 HELLO = [{"role": "user", "content": "hi"}]

@@ -1,4 +1,4 @@
-"""Liveness and readiness."""
+"""Liveness, readiness, metrics and the admin reload endpoint."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from starlette.responses import JSONResponse, Response
 
 from router.errors import PermissionDenied
 from router.runtime import runtime_of
+
 
 async def live(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})

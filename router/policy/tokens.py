@@ -41,8 +41,20 @@ def warm_up() -> None:
     _encoding()
 
 
+CACHED_TEXT_CHARS = 20_000
+
+
 def count_text(text: str) -> int:
-    return len(_encoding().encode_ordinary(text)) if text else 0
+    if not text:
+        return 0
+    if len(text) <= CACHED_TEXT_CHARS:
+        return _count_cached(text)  # system prompts and tool schemas repeat across requests
+    return len(_encoding().encode_ordinary(text))
+
+
+@lru_cache(maxsize=2048)
+def _count_cached(text: str) -> int:
+    return len(_encoding().encode_ordinary(text))
 
 
 def count_messages(messages: list[Any]) -> int:

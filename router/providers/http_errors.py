@@ -36,7 +36,7 @@ def error_from_status(status: int, body: bytes, retry_after: str | None) -> Upst
     if status == 429:
         return UpstreamError(
             "rate_limited",
-            f"upstream rate limited the request (429)",
+            "upstream rate limited the request (429)",
             status=status,
             retry_after_s=retry_after_seconds(retry_after),
         )
