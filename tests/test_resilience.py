@@ -289,3 +289,77 @@ def test_sse_framing_variants_from_real_servers_are_understood(tmp_path, upstrea
     with start(tmp_path, upstream) as router:
         chunks = list(sdk(router).chat.completions.create(model="standard", messages=HELLO, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello"
+
+
+class DroppingLocalServer:
+    """A local-server-shaped upstream that answers an error with keep-alive, then drops the
+    connection when the next request arrives on it (what llama.cpp-style servers do)."""
+
+    def __init__(self) -> None:
+        import socket as socket_module
+        import threading
+
+        self.listener = socket_module.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _serve(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn, self.connections), daemon=True).start()
+
+    def _handle(self, conn, number: int) -> None:  # type: ignore[no-untyped-def]
+        import json as json_module
+
+        with conn:
+            for index in range(2):
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    request += data
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), b"0"))
+                while len(body) < length:
+                    body += conn.recv(65536)
+                if number == 1 and index == 0:
+                    text = b"CUDA error: out of memory"
+                    conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\nContent-Length: " + str(len(text)).encode() + b"\r\n\r\n" + text)
+                    continue
+                if number == 1:
+                    return  # the next request on the kept-alive connection: dropped, no answer
+                answer = json_module.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "llama", "choices": [{"index": 0, "message": {"role": "assistant", "content": "fresh"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + str(len(answer)).encode() + b"\r\n\r\n" + answer)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_connection_dropped_after_an_error_is_retried_fresh_without_blaming_the_model(tmp_path):
+    server = DroppingLocalServer()
+    try:
+        with RunningRouter(write_policy(tmp_path, one_model_policy(server.base_url, retries=0))) as router:
+            with pytest.raises(openai.InternalServerError):
+                sdk(router).chat.completions.create(model="standard", messages=HELLO)
+            raw = sdk(router).chat.completions.with_raw_response.create(model="standard", messages=HELLO)
+            samples = scrape(router.url)
+    finally:
+        server.close()
+    assert raw.parse().choices[0].message.content == "fresh"
+    assert raw.headers["x-router-attempts"] == "1"
+    assert server.connections == 2  # the dropped pooled connection, then a fresh one
+    assert metric_sum(samples, "router_upstream_errors_total", reason="server_error") == 1
+    assert metric_sum(samples, "router_upstream_errors_total", reason="connect_error") == 0
