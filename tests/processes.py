@@ -81,10 +81,11 @@ class RouterProcess:
 
 
 class RedisServer:
-    """A private redis-server on a free port, so a test may stop and restart it."""
+    """A private redis-server on a free port, so a test may stop, freeze and restart it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra: str) -> None:
         self.port = free_port()
+        self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -94,22 +95,35 @@ class RedisServer:
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is installed by scripts/services.sh"
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close() is None, 10, "redis start")
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *self.extra]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self._answers_ping, 10, "redis start")
         return self
+
+    def _answers_ping(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, "redis-server exited at start"
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(64).startswith(b"+PONG")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)  # a frozen server cannot act on SIGTERM
             self.process.terminate()
             self.process.wait(timeout=10)
 
-    def start_on_same_port(self) -> RedisServer:
+    def restart(self) -> RedisServer:
+        """Stop and start again on the same port (empty: nothing is saved)."""
         self.stop()
         return self.start()
+
+    def freeze(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
 
     def __enter__(self) -> RedisServer:
         return self.start()

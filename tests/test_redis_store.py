@@ -5,11 +5,6 @@ concurrency, bounded when Redis is gone or hung, and back by itself when Redis r
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -22,68 +17,16 @@ from router.state.base import BudgetScope, RateLimit, Reservation, StateUnavaila
 from router.state.gcra import gcra
 from router.state.memory import MemoryStateStore
 from router.state.redis_store import RedisStateStore
+from tests.processes import RedisServer, free_port
 
 SCOPE = BudgetScope(name="key:web-app", window="2026-11-25", limit_micros=1_000, window_ttl_s=3600)
 CIRCUIT = CircuitSettings(failure_threshold=3, base_ejection_s=1.0)
 TIMEOUT_S = 0.25
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A private redis-server on 127.0.0.1 that a test may stop, freeze and restart."""
-
-    def __init__(self, *extra: str) -> None:
-        self.port = _free_port()
-        self.extra = extra
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server must be on PATH"
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *self.extra]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "redis-server exited at start"
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.02)
-        raise AssertionError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGCONT)  # a frozen server cannot act on SIGTERM
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def freeze(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGCONT)
-
-    def admin(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2)
+def admin_client(server: RedisServer) -> redis.Redis:
+    """A plain client for looking at keys, outside the store under test."""
+    return redis.Redis(port=server.port, socket_timeout=2)
 
 
 @pytest.fixture()
@@ -152,7 +95,7 @@ async def test_budget_keys_share_a_hash_tag_and_expire_with_the_window(stores, s
     await a.reserve(SCOPE, "x", 100, 60)
     await a.settle(SCOPE, "x", 80)
     await a.reserve(SCOPE, "y", 100, 60)
-    admin = server.admin()
+    admin = admin_client(server)
     tag = "tr:{budget:key:web-app:2026-11-25}"
     keys = [f"{tag}:spent", f"{tag}:res", f"{tag}:exp", f"{tag}:settled"]
     assert all(admin.exists(k) for k in keys)
@@ -201,7 +144,7 @@ async def test_token_limit_denies_atomically_with_the_request_limit(stores, serv
     assert after.admitted and after.remaining_requests in (97, 98)
     never = await a.admit(limit, 5_000)  # more than the burst: denied, never admissible
     assert not never.admitted and never.retry_after_s > 60
-    admin = server.admin()
+    admin = admin_client(server)
     for key in ("tr:{rl:key:tpm}:rpm", "tr:{rl:key:tpm}:tpm"):
         assert 0 < admin.pttl(key) <= 61_000  # TATs carry PX expiry
     admin.close()
@@ -306,7 +249,7 @@ async def test_cache_is_shared_and_expires(stores, server):
     assert await a.cache_get(key) is None
     await a.cache_put(key, b"\x00{\"v\": 1}", 1)
     assert await b.cache_get(key) == b"\x00{\"v\": 1}"
-    admin = server.admin()
+    admin = admin_client(server)
     assert 0 < admin.ttl(f"tr:cache:{key}") <= 1
     admin.close()
     await asyncio.sleep(1.1)
@@ -400,7 +343,7 @@ async def test_a_hung_redis_times_out_and_recovers_when_it_resumes(server):
 
 
 async def test_an_unreachable_redis_at_start_up_is_unavailable_not_an_error():
-    store = RedisStateStore(f"redis://127.0.0.1:{_free_port()}/0", timeout_s=TIMEOUT_S)
+    store = RedisStateStore(f"redis://127.0.0.1:{free_port()}/0", timeout_s=TIMEOUT_S)
     try:
         started = time.monotonic()
         with pytest.raises(StateUnavailable, match="unreachable"):
@@ -417,7 +360,7 @@ async def test_self_test_passes_and_leaves_no_keys(server):
     store = RedisStateStore(server.url)
     try:
         await store.self_test()
-        admin = server.admin()
+        admin = admin_client(server)
         assert admin.dbsize() == 0
         assert len(admin.script_exists(*[s.sha for s in store.scripts.values()])) == len(store.scripts)
         assert all(admin.script_exists(*[s.sha for s in store.scripts.values()]))
@@ -427,7 +370,7 @@ async def test_self_test_passes_and_leaves_no_keys(server):
 
 
 async def test_self_test_refuses_a_user_without_scripting(server):
-    admin = server.admin()
+    admin = admin_client(server)
     admin.execute_command("ACL", "SETUSER", "noscript", "on", ">pw", "~*", "+@all", "-@scripting")
     admin.close()
     store = RedisStateStore(f"redis://noscript:pw@127.0.0.1:{server.port}/0")
@@ -442,7 +385,7 @@ async def test_self_test_refuses_a_user_without_scripting(server):
 
 
 async def test_self_test_refuses_bad_credentials(server):
-    admin = server.admin()
+    admin = admin_client(server)
     admin.execute_command("ACL", "SETUSER", "router", "on", ">right", "~*", "+@all")
     admin.close()
     store = RedisStateStore(f"redis://router:wrong@127.0.0.1:{server.port}/0")

@@ -144,7 +144,7 @@ def test_redis_stopped_mid_traffic_follows_the_table_and_recovers(tmp_path, redi
         limited = post(replica.url, LIMITED_KEY)  # rate limits fall back to local limits
         readiness = httpx.get(f"{replica.url}/readyz").status_code
         down = metric_sum(_scrape(replica.url), "router_state_store_up")
-        redis_server.start_on_same_port()
+        redis_server.restart()
         wait_until(lambda: post(replica.url, BUDGET_KEY).status_code == 200, 10, "service to recover without a restart")
         up = metric_sum(_scrape(replica.url), "router_state_store_up")
     finally:
