@@ -42,17 +42,17 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
     """Build the ASGI app. Raises ``PolicyError`` if the policy file is invalid."""
     loaded = policy or load_policy(settings.policy)
     metrics = Metrics()
-    runtime = Runtime(settings=settings, policy=loaded, metrics=metrics, store=build_store(settings, loaded, metrics))
+    runtime = Runtime(settings=settings, metrics=metrics, store=build_store(settings, loaded, metrics))
     tokens.warm_up()
-    log_policy_summary(runtime.policy)
+    log_policy_summary(loaded)
     runtime.metrics.show_policy(loaded.sha256)
     runtime.metrics.prime(loaded, loaded.teams())
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await check_store(runtime.store)
-        adapters = build_adapters(runtime.policy, settings.upstream_max_connections)
-        runtime.gateway = Gateway(runtime.policy, adapters, runtime.store, runtime.metrics)
+        adapters = build_adapters(loaded, settings.upstream_max_connections)
+        runtime.gateway = Gateway(loaded, adapters, runtime.store, runtime.metrics)
         runtime.reloader = PolicyReloader(runtime)
         watcher = asyncio.ensure_future(runtime.reloader.watch()) if settings.watch_policy else None
         install_drain_on_sigterm(runtime)

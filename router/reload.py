@@ -58,7 +58,6 @@ class PolicyReloader:
                 return self._failed(current.policy.sha256, exc.errors)
             adapters = build_adapters(policy, self.runtime.settings.upstream_max_connections)
             self.runtime.gateway = Gateway(policy, adapters, self.runtime.store, self.runtime.metrics)
-            self.runtime.policy = policy
             metrics = self.runtime.metrics
             metrics.policy_reloads.labels(result="success").inc()
             metrics.show_policy(policy.sha256, previous=current.policy.sha256)

@@ -10,7 +10,6 @@ from starlette.requests import Request
 
 from router.gateway import Gateway
 from router.metrics import Metrics
-from router.policy.model import Policy
 from router.settings import Settings
 from router.state.base import StateStore
 
@@ -18,7 +17,6 @@ from router.state.base import StateStore
 @dataclass
 class Runtime:
     settings: Settings
-    policy: Policy
     metrics: Metrics
     store: StateStore
     gateway: Gateway | None = None
