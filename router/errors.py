@@ -10,6 +10,7 @@
     ├── StateStoreDown        503    shared state unreachable and the feature fails closed
     ├── ModelNotFound         404    unknown route or model (lists the valid ones)
     ├── BodyTooLarge          413    body over ROUTER_MAX_BODY_MB
+    ├── HeadersTooLarge       431    more than 100 headers or 32 KiB of them
     ├── NoCandidate           400/503 nothing in the policy can serve the request
     └── UpstreamFailure       502/503/504 every candidate failed (last error summarised)
 """
@@ -69,6 +70,11 @@ class AuthenticationFailed(RouterError):
     status = 401
     error_type = "invalid_request_error"
     code = "invalid_api_key"
+
+
+class HeadersTooLarge(InvalidRequest):
+    status = 431
+    code = "request_headers_too_large"
 
 
 class PermissionDenied(RouterError):

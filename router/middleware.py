@@ -10,12 +10,14 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router.accounting import access_fields
-from router.errors import BodyTooLarge, RouterError, error_body
+from router.errors import BodyTooLarge, HeadersTooLarge, RouterError, error_body
 
 import orjson
 
 log = logging.getLogger("router.http")
 access_log = logging.getLogger("router.access")
+MAX_HEADER_COUNT = 100
+MAX_HEADER_BYTES = 32 * 1024
 QUIET_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
 LOGGED_PATHS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/router/explain"})
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -93,6 +95,10 @@ class GuardMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        headers = scope.get("headers", ())
+        if len(headers) > MAX_HEADER_COUNT or sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
+            await _send_error(send, HeadersTooLarge(f"Request headers are too large: at most {MAX_HEADER_COUNT} headers and {MAX_HEADER_BYTES // 1024} KiB in all."))
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:

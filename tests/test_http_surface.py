@@ -58,7 +58,14 @@ def test_missing_messages_names_the_parameter(http):
 
 @pytest.mark.parametrize(
     ("field", "value", "param"),
-    [("n", 500, "n"), ("n", "2", "n"), ("max_tokens", 0, "max_tokens"), ("stream", "yes", "stream"), ("model", 5, "model")],
+    [
+        ("n", 500, "n"),
+        ("n", "2", "n"),
+        ("max_tokens", 0, "max_tokens"),
+        ("stream", "yes", "stream"),
+        ("model", 5, "model"),
+        ("tools", [{"type": "function", "function": {"name": f"t{i}", "parameters": {}}} for i in range(2000)], "tools"),
+    ],
 )
 def test_bad_fields_name_the_parameter(http, field, value, param):
     response = http.post("/v1/chat/completions", json={**HELLO, field: value})
@@ -151,3 +158,19 @@ def test_tier_override_header(http, upstream):
     response = http.post("/v1/chat/completions", json=HELLO, headers={"x-router-tier": "frontier"})
     assert response.headers["x-router-model"] == "pricey-model"
     assert http.post("/v1/chat/completions", json=HELLO, headers={"x-router-tier": "gold"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [b"X-Big: " + b"a" * 40_000 + b"\r\n", b"".join(b"X-H%d: v\r\n" % i for i in range(150))],
+    ids=["huge-header", "many-headers"],
+)
+def test_oversized_headers_are_431(router, headers):
+    request = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n" + headers + b"\r\n{}"
+    with socket.create_connection(("127.0.0.1", router.port), timeout=5) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431")
+    assert b"request_headers_too_large" in answer

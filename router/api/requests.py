@@ -12,6 +12,7 @@ from router.errors import BodyTooLarge, InvalidRequest, UnsupportedMediaType
 FORBIDDEN_FIELDS = ("api_base", "base_url", "api_key", "organization", "extra_headers", "api_version", "custom_llm_provider")
 _FORBIDDEN_MARKERS = tuple(f'"{name}"'.encode() for name in FORBIDDEN_FIELDS)
 MAX_FORBIDDEN_DEPTH = 64
+MAX_TOOLS = 128  # OpenAI's own limit
 
 
 async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
@@ -90,6 +91,9 @@ def check_chat_body(body: dict[str, Any], max_n: int) -> None:
         value = body.get(name)
         if value is not None and (not _is_int(value) or value < 1):
             raise InvalidRequest(f"'{name}' must be a positive integer.", param=name)
+    tools = body.get("tools")
+    if tools is not None and (not isinstance(tools, list) or len(tools) > MAX_TOOLS):
+        raise InvalidRequest(f"'tools' must be an array of at most {MAX_TOOLS} tools.", param="tools")
     stream_options = body.get("stream_options")
     if stream_options is not None and not isinstance(stream_options, dict):
         raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
