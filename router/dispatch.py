@@ -20,6 +20,7 @@ from typing import Any
 
 from router.accounting import Accountant, RequestRecord
 from router.errors import InvalidRequest, RouterError, UpstreamFailure
+from router.logthrottle import LogThrottle
 from router.metrics import Metrics
 from router.policy.engine import Decision
 from router.policy.model import Model, Policy
@@ -70,6 +71,7 @@ class Dispatcher:
         self.accountant = accountant
         self.metrics = metrics
         self.budget = RetryBudget()
+        self.failure_log = LogThrottle(log)
 
     async def complete(self, decision: Decision, body: Mapping[str, Any], headers: Mapping[str, str], record: RequestRecord, *, embedding: bool = False) -> Answered:
         async def attempt(adapter: ProviderAdapter, call: UpstreamCall) -> Answered:
@@ -150,7 +152,11 @@ class Dispatcher:
             self.accountant.attempt(record, model, elapsed, error.reason)
             if not error.retryable:
                 raise client_error(error)
-            log.warning("upstream attempt failed", extra={"request_id": record.request_id, "model": model.name, "reason": error.reason, "attempt": record.attempts})
+            self.failure_log.warning(
+                "upstream attempt failed",
+                key=(model.name, error.reason),
+                extra={"request_id": record.request_id, "model": model.name, "reason": error.reason, "attempt": record.attempts},
+            )
             failures.append((model, error))
             await self._unhealthy(model, error)
             wait = self._retry_wait(error, retry)

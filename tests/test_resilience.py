@@ -363,3 +363,34 @@ def test_a_connection_dropped_after_an_error_is_retried_fresh_without_blaming_th
     assert server.connections == 2  # the dropped pooled connection, then a fresh one
     assert metric_sum(samples, "router_upstream_errors_total", reason="server_error") == 1
     assert metric_sum(samples, "router_upstream_errors_total", reason="connect_error") == 0
+
+
+def test_a_storm_of_failures_logs_a_line_per_second_not_per_request_and_health_stays_fast(tmp_path, upstream, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="router.dispatch")
+    upstream.script(*[ErrorReply(500)] * 60)
+    with start(tmp_path, upstream, retries=0, eject_after_failures=1000) as router:
+        with httpx.Client(base_url=router.base_url, timeout=10) as http:
+            statuses = [http.post("/chat/completions", json={"model": "standard", "messages": HELLO}).status_code for _ in range(60)]
+            started = time.monotonic()
+            health = httpx.get(f"{router.url}/healthz", timeout=2)
+            health_s = time.monotonic() - started
+    failure_lines = [r for r in caplog.records if r.getMessage() == "upstream attempt failed"]
+    assert statuses == [502] * 60
+    assert 1 <= len(failure_lines) <= 5
+    assert health.status_code == 200 and health_s < 0.5
+
+
+def test_junk_model_names_and_keys_add_no_metric_series(client, router):
+    def series() -> set[str]:
+        return set(scrape(router.url))
+
+    client.chat.completions.create(model="standard", messages=HELLO)
+    before = series()
+    for i in range(200):
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model=f"junk-model-{i}", messages=HELLO)
+        openai.OpenAI(base_url=router.base_url, api_key=f"sk-junk-{i}", max_retries=0).chat.completions.create(model="standard", messages=HELLO)
+    after = series()
+    assert after == before

@@ -19,10 +19,12 @@ from typing import Any
 import orjson
 
 from router.errors import error_body
+from router.logthrottle import LogThrottle
 from router.policy.model import Timeouts
 from router.providers.base import ChunkStream, UpstreamError, Usage
 
 log = logging.getLogger("router.stream")
+failure_log = LogThrottle(log)
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -76,7 +78,7 @@ async def relay(
         yield DONE
     except UpstreamError as error:
         tally.outcome, tally.error_reason = ("timeout" if error.reason in ("idle_timeout", "timeout") else "stream_error"), error.reason
-        log.warning("upstream failed mid-stream", extra={"model": model_name, "reason": error.reason})
+        failure_log.warning("upstream failed mid-stream", key=(model_name, error.reason), extra={"model": model_name, "reason": error.reason})
         message = f"The upstream failed during the stream ({error.reason}); the answer is incomplete."
         yield sse(error_body(message, "upstream_error", None, error.reason))
         yield DONE
