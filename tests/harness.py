@@ -96,12 +96,14 @@ def one_model_policy(upstream_url: str, model_timeouts: str = "", **defaults: ob
     """
 
 
-def scrape(url: str) -> dict[str, float]:
-    """``/metrics`` as {'name{label="v",...}': value} (samples only)."""
+def scrape(url: str, key: str | None = None) -> dict[str, float]:
+    """``/metrics`` as {'name{label="v",...}': value} (samples only); ``key`` when the
+    policy has client keys."""
     import httpx
 
+    headers = {"authorization": f"Bearer {key}"} if key else {}
     samples: dict[str, float] = {}
-    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+    for line in httpx.get(f"{url}/metrics", headers=headers, timeout=5).text.splitlines():
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)

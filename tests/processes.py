@@ -23,6 +23,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def send_raw(port: int, request: bytes, until: bytes | None = None) -> bytes:
+    """Bytes no HTTP client would send, written to the proxy's socket; the answer as read
+    until the connection closes (or ``until`` shows up, for a server that keeps it open)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(request)
+        answer = b""
+        while until is None or until not in answer:
+            received = conn.recv(65536)
+            if not received:
+                break
+            answer += received
+    return answer
+
+
 def wait_until(check, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import pytest
+
+from tests.processes import send_raw
 
 HELLO = {"model": "standard", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -79,14 +79,7 @@ def test_declared_body_over_the_limit_is_413_before_reading(router):
         + f"Content-Length: {5 * 1024 * 1024}\r\n\r\n".encode()
         + b"{"
     )
-    with socket.create_connection(("127.0.0.1", router.port), timeout=5) as conn:
-        conn.sendall(request)
-        answer = b""
-        while b"}}" not in answer:
-            received = conn.recv(65536)
-            if not received:
-                break
-            answer += received
+    answer = send_raw(router.port, request, until=b"}}")
     assert answer.startswith(b"HTTP/1.1 413")
     assert b"ROUTER_MAX_BODY_MB" in answer
 
@@ -167,10 +160,6 @@ def test_tier_override_header(http, upstream):
 )
 def test_oversized_headers_are_431(router, headers):
     request = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n" + headers + b"\r\n{}"
-    with socket.create_connection(("127.0.0.1", router.port), timeout=5) as conn:
-        conn.sendall(request)
-        answer = b""
-        while chunk := conn.recv(65536):
-            answer += chunk
+    answer = send_raw(router.port, request)
     assert answer.startswith(b"HTTP/1.1 431")
     assert b"request_headers_too_large" in answer

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -16,8 +15,8 @@ import pytest
 
 from router.auth import digest_of
 from tests.fakes import ErrorReply, Hang
-from tests.harness import RunningRouter, metric_sum, write_policy
-from tests.processes import RedisServer
+from tests.harness import RunningRouter, metric_sum, scrape, write_policy
+from tests.processes import RedisServer, send_raw
 
 HELLO = [{"role": "user", "content": "hi"}]
 WEB_KEY = "sk-tr-web-0123456789abcdef"
@@ -146,7 +145,7 @@ class TestBudgets:
             web.chat.completions.create(model="standard", messages=HELLO)
             with pytest.raises(openai.RateLimitError) as info:
                 web.chat.completions.create(model="standard", messages=HELLO)
-            samples = scrape_with(router, ADMIN_KEY)
+            samples = scrape(router.url, key=ADMIN_KEY)
         assert info.value.code == "insufficient_quota"
         assert "budget of $0.05 per day is used up" in info.value.message
         assert 0 < int(info.value.response.headers["retry-after"]) <= 86400
@@ -181,7 +180,7 @@ class TestRateLimits:
                 web.chat.completions.create(model="standard", messages=HELLO)
             with pytest.raises(openai.RateLimitError) as info:
                 web.chat.completions.create(model="standard", messages=HELLO)
-            samples = scrape_with(router, ADMIN_KEY)
+            samples = scrape(router.url, key=ADMIN_KEY)
         assert first.headers["x-ratelimit-limit-requests"] == "3"
         assert first.headers["x-ratelimit-remaining-requests"] == "2"
         assert info.value.code == "rate_limit_exceeded"
@@ -237,19 +236,6 @@ def raw_post(port: int, path: str, body: bytes, authorization: bytes | None) -> 
     head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n".encode()
     if authorization is not None:
         head += b"Authorization: " + authorization + b"\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-        conn.sendall(head + b"\r\n" + body)
-        answer = b""
-        while chunk := conn.recv(65536):
-            answer += chunk
+    answer = send_raw(port, head + b"\r\n" + body)
     status = int(answer.split(b" ", 2)[1])
     return status, answer.partition(b"\r\n\r\n")[2]
-
-
-def scrape_with(router: RunningRouter, key: str) -> dict[str, float]:
-    samples: dict[str, float] = {}
-    for line in httpx.get(f"{router.url}/metrics", headers={"authorization": f"Bearer {key}"}).text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples

@@ -15,7 +15,7 @@ from router.budgets import budget_scopes
 from router.policy.loader import load_policy
 from router.state.redis_store import RedisStateStore
 from tests.fakes import FakeOpenAIUpstream, Hang
-from tests.harness import metric_sum, write_policy
+from tests.harness import metric_sum, scrape, write_policy
 from tests.processes import RedisServer, RouterProcess, wait_until
 
 BUDGET_KEY = "sk-tr-budget-0123456789"
@@ -143,10 +143,10 @@ def test_redis_stopped_mid_traffic_follows_the_table_and_recovers(tmp_path, redi
         budget_answer_s = time.monotonic() - started
         limited = post(replica.url, LIMITED_KEY)  # rate limits fall back to local limits
         readiness = httpx.get(f"{replica.url}/readyz").status_code
-        down = metric_sum(_scrape(replica.url), "router_state_store_up")
+        down = metric_sum(scrape(replica.url, key=LIMITED_KEY), "router_state_store_up")
         redis_server.restart()
         wait_until(lambda: post(replica.url, BUDGET_KEY).status_code == 200, 10, "service to recover without a restart")
-        up = metric_sum(_scrape(replica.url), "router_state_store_up")
+        up = metric_sum(scrape(replica.url, key=LIMITED_KEY), "router_state_store_up")
     finally:
         replica.stop()
     assert budgeted.status_code == 503 and budgeted.json()["error"]["code"] == "state_store_unavailable"
@@ -155,12 +155,3 @@ def test_redis_stopped_mid_traffic_follows_the_table_and_recovers(tmp_path, redi
     assert readiness == 503
     assert down == 0 and up == 1
     assert "state store unreachable" in replica.logs() and "reachable again" in replica.logs()
-
-
-def _scrape(url: str) -> dict[str, float]:
-    samples = {}
-    for line in httpx.get(f"{url}/metrics", headers={"authorization": f"Bearer {LIMITED_KEY}"}).text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
