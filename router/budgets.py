@@ -32,7 +32,7 @@ def _scope(name: str, budget: Budget, now: datetime) -> BudgetScope:
     else:
         days = calendar.monthrange(now.year, now.month)[1]
         window, ttl = now.strftime("%Y-%m"), (days + 2) * DAY_S
-    return BudgetScope(name=name, window=window, limit_micros=to_micros(budget.usd), window_ttl_s=ttl)
+    return BudgetScope(name=name, window=window, limit_micros=to_micros(budget.usd), window_ttl_s=ttl, per=budget.per)
 
 
 def seconds_until_reset(per: str, now: datetime | None = None) -> int:

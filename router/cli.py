@@ -66,7 +66,7 @@ def explain(
     from router.errors import RouterError
     from router.explain import decision_json
     from router.policy.engine import decide
-    from router.policy.features import chat_features, embedding_features
+    from router.policy.features import features_for, request_kind
 
     policy_path = policy or Path(os.environ.get("ROUTER_POLICY", "policies/default.yaml"))
     try:
@@ -81,8 +81,8 @@ def explain(
         _fail([f"{request_file}: not valid JSON ({exc.msg})"])
         return
     headers = dict(_header(h) for h in header or [])
-    kind = "embedding" if "input" in body and "messages" not in body else "chat"
-    features = (chat_features if kind == "chat" else embedding_features)(body, headers)
+    kind = request_kind(body)
+    features = features_for(kind, body, headers)
     try:
         decision = decide(loaded, body.get("model"), features, kind=kind, tier_override=headers.get("x-router-tier"))
     except RouterError as exc:

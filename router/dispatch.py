@@ -23,7 +23,7 @@ from router.errors import InvalidRequest, RouterError, UpstreamFailure
 from router.logthrottle import LogThrottle
 from router.metrics import Metrics
 from router.policy.engine import Decision
-from router.policy.model import Model, Policy
+from router.policy.model import Model, Policy, Timeouts
 from router.providers.base import ChunkStream, Completion, ProviderAdapter, UpstreamCall, UpstreamError
 from router.state.base import StateStore
 
@@ -71,6 +71,7 @@ class Dispatcher:
         self.accountant = accountant
         self.metrics = metrics
         self.budget = RetryBudget()
+        self._timeouts: dict[tuple[str, str], Timeouts] = {}
         self.failure_log = LogThrottle(log)
 
     async def complete(self, decision: Decision, body: Mapping[str, Any], headers: Mapping[str, str], record: RequestRecord, *, embedding: bool = False) -> Answered:
@@ -119,7 +120,7 @@ class Dispatcher:
         raise exhausted_error(failures)
 
     async def _try_model(self, model, body, headers, record, attempt, failures, retries, route) -> Answered | None:  # type: ignore[no-untyped-def]
-        call = UpstreamCall(model, body, headers, self.policy.timeouts_for(route, model), record.request_id)
+        call = UpstreamCall(model, body, headers, self.timeouts(route, model), record.request_id)
         adapter = self.adapters[model.provider]
         for retry in range(retries + 1):
             record.attempts += 1
@@ -167,6 +168,14 @@ class Dispatcher:
             finally:
                 self.budget.release()
         return None
+
+    def timeouts(self, route: str, model: Model) -> Timeouts:
+        """The route's and model's timeouts, worked out once per policy."""
+        key = (route, model.name)
+        found = self._timeouts.get(key)
+        if found is None:
+            found = self._timeouts[key] = self.policy.timeouts_for(route, model)
+        return found
 
     def _retry_wait(self, error: UpstreamError, retry: int) -> float | None:
         if error.reason not in SAME_MODEL_RETRYABLE:

@@ -8,11 +8,12 @@ request sees one policy from start to end.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -34,7 +35,7 @@ from router.errors import (
 )
 from router.metrics import Metrics
 from router.policy.engine import Decision, decide
-from router.policy.features import chat_features, embedding_features
+from router.policy.features import features_for
 from router.policy.model import ClientKey, Policy
 from router.providers.base import Completion, ProviderAdapter, Usage
 from router.state.base import StateStore, StateUnavailable
@@ -63,7 +64,7 @@ class Gateway:
                 raise PermissionDenied(f"This key may not use '{asked}'. Allowed: {', '.join(sorted(key.routes))}.", param="model", code="model_not_allowed")
             if tier_override is not None and not key.allow_tier_override:
                 raise PermissionDenied("This key may not override the tier (x-router-tier).", param="x-router-tier", code="tier_override_not_allowed")
-        features = (chat_features if kind == "chat" else embedding_features)(body, headers)
+        features = features_for(kind, body, headers)
         now = time.time()
         health = await self.store.health(self.policy.models)
         for name, model_health in health.items():  # half-open and expired ejections show on the gauge
@@ -122,11 +123,10 @@ class Gateway:
             if not reservation.admitted:
                 await self._release(record)
                 self.metrics.budget_rejections.labels(team=record.team).inc()
-                per = "day" if len(scope.window) == 10 else "month"
                 raise QuotaExceeded(
-                    f"The {scope.name.replace(':', ' ')} budget of ${scope.limit_micros / 1e6:g} per {per} is used up "
+                    f"The {scope.name.replace(':', ' ')} budget of ${scope.limit_micros / 1e6:g} per {scope.per} is used up "
                     f"(spent ${reservation.spent_micros / 1e6:.4f}, reserved ${reservation.reserved_micros / 1e6:.4f}).",
-                    headers={"retry-after": str(budgets.seconds_until_reset(per))},
+                    headers={"retry-after": str(budgets.seconds_until_reset(scope.per))},
                 )
             record.reservations.append(scope)
 
@@ -204,8 +204,8 @@ class Gateway:
         record.model = answered.model
         return answered
 
-    def estimate_usage(self, record: RequestRecord):  # type: ignore[no-untyped-def]
-        return lambda text: Usage(record.prompt_tokens, self.accountant.estimate_usage(record, text).output_tokens, 0)
+    def estimate_usage(self, record: RequestRecord) -> Callable[[str], Usage]:
+        return functools.partial(self.accountant.estimate_usage, record)
 
     async def fail(self, record: RequestRecord, error: RouterError) -> None:
         record.error_type = str(error.status)  # a bounded label value, unlike upstream error codes

@@ -19,6 +19,7 @@ from router.dispatch import Answered
 from router.explain import decision_json
 from router.gateway import Gateway
 from router.policy.engine import Decision
+from router.policy.features import request_kind
 from router.policy.model import ClientKey
 from router.runtime import runtime_of
 
@@ -60,7 +61,7 @@ async def embeddings(request: Request) -> Response:
 async def explain(request: Request) -> Response:
     gateway, key = _gateway_and_key(request)
     body = await read_json_object(request, runtime_of(request).settings.max_body_bytes)
-    kind = "embedding" if "input" in body and "messages" not in body else "chat"
+    kind = request_kind(body)
     if kind == "embedding":
         check_embedding_body(body)
     else:
@@ -118,7 +119,7 @@ def _stream_response(gateway: Gateway, answered: Answered, decision: Decision, r
         await gateway.dispatcher.stream_ended(record, answered, tally.usage, tally.error_reason)
         await gateway.finish(record)
 
-    timeouts = gateway.policy.timeouts_for(decision.route, answered.model)
+    timeouts = gateway.dispatcher.timeouts(decision.route, answered.model)
     chunks = relay(answered.first_chunks, answered.stream, answered.model.name, client_wants_usage, timeouts, gateway.estimate_usage(record), finished)
     headers = {**_routing_headers(answered, decision, record), **SSE_HEADERS, **extra}
     return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)

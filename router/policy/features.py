@@ -45,6 +45,15 @@ def chat_features(body: Mapping[str, Any], headers: Mapping[str, str]) -> Reques
     )
 
 
+def request_kind(body: Mapping[str, Any]) -> str:
+    """``embedding`` for an embeddings body (``input`` without ``messages``), else ``chat``."""
+    return "embedding" if "input" in body and "messages" not in body else "chat"
+
+
+def features_for(kind: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> RequestFeatures:
+    return (chat_features if kind == "chat" else embedding_features)(body, headers)
+
+
 def embedding_features(body: Mapping[str, Any], headers: Mapping[str, str]) -> RequestFeatures:
     return RequestFeatures(prompt_tokens=tokens.count_input(body.get("input")), requested_output_tokens=0, headers=headers)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from collections.abc import Mapping
 from pathlib import Path as FilePath
 from typing import Any
@@ -218,7 +219,7 @@ class _Builder:
         others_enabled = any(p.enabled for p in providers.values() if not p.standby)
         for name, provider in providers.items():
             if provider.standby and provider.enabled and others_enabled:
-                providers[name] = _replace(provider, enabled=False, disabled_reason="standby: another provider is enabled")
+                providers[name] = replace(provider, enabled=False, disabled_reason="standby: another provider is enabled")
 
     def _model(self, name: str, raw: RawModel, tiers: list[str], providers: dict[str, Provider]) -> Model | None:
         path: Path = ("models", name)
@@ -370,9 +371,3 @@ def _catalog_keys(name: str, raw: RawModel, upstream: str) -> list[str]:
     if "/" in upstream:
         keys.append(upstream.split("/", 1)[1])
     return keys
-
-
-def _replace(provider: Provider, **changes: Any) -> Provider:
-    from dataclasses import replace
-
-    return replace(provider, **changes)

@@ -34,6 +34,7 @@ class BudgetScope:
     window: str  # e.g. "2026-11-25" (per day) or "2026-11" (per month)
     limit_micros: int
     window_ttl_s: int  # how long the window's counters are kept
+    per: str = "day"  # day | month: when the window resets
 
 
 @dataclass(frozen=True, slots=True)
