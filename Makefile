@@ -4,13 +4,20 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: run test install install-dev services check bench clean
+.PHONY: run test lint typecheck install install-dev services check bench clean
 
 run: $(VENV)/.runtime
 	$(BIN)/router serve
 
 test: $(VENV)/.dev services
 	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
 
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev

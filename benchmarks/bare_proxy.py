@@ -51,7 +51,9 @@ async def chat_completions(request: Request) -> Response:
             finally:
                 resp.release()
 
-        return StreamingResponse(passthrough(), status_code=resp.status, headers={"Content-Type": ctype, "Cache-Control": "no-cache"})
+        return StreamingResponse(
+            passthrough(), status_code=resp.status, headers={"Content-Type": ctype, "Cache-Control": "no-cache"}
+        )
     data = await resp.read()
     resp.release()
     return Response(data, status_code=resp.status, headers={"Content-Type": ctype})
@@ -86,8 +88,17 @@ def main(argv=None) -> None:
     ap.add_argument("--upstream", default=UPSTREAM)
     a = ap.parse_args(argv)
     UPSTREAM = a.upstream.rstrip("/")
-    uvicorn.run(app, host=a.host, port=a.port, loop="uvloop", http="httptools", workers=1,
-                log_level="warning", access_log=False, lifespan="on")
+    uvicorn.run(
+        app,
+        host=a.host,
+        port=a.port,
+        loop="uvloop",
+        http="httptools",
+        workers=1,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
 
 
 if __name__ == "__main__":

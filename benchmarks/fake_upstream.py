@@ -97,7 +97,7 @@ def _usage(prompt_tokens: int) -> dict:
 def chat_completion(req: dict) -> bytes:
     return orjson.dumps(
         {
-            "id": "chatcmpl-bench%x%08d" % (_pid, next(_ids)),
+            "id": f"chatcmpl-bench{_pid:x}{next(_ids):08d}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": req.get("model") or "gpt-4o-mini",
@@ -119,7 +119,7 @@ def chat_completion(req: dict) -> bytes:
 def chat_completion_events(req: dict) -> list[bytes]:
     """The SSE events (each a complete `data: ...\\n\\n` block)."""
     include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
-    cid = "chatcmpl-bench%x%08d" % (_pid, next(_ids))
+    cid = f"chatcmpl-bench{_pid:x}{next(_ids):08d}"
     created = int(time.time())
     model = req.get("model") or "gpt-4o-mini"
 
@@ -171,7 +171,7 @@ def _http_chunk(data: bytes) -> bytes:
 
 
 class UpstreamProtocol(asyncio.Protocol):
-    __slots__ = ("transport", "parser", "url", "body", "chunk_delay")
+    __slots__ = ("body", "chunk_delay", "parser", "transport", "url")
 
     def __init__(self, chunk_delay: float = 0.0) -> None:
         self.transport = None
@@ -257,7 +257,9 @@ class UpstreamProtocol(asyncio.Protocol):
 
 async def serve(host: str, port: int, chunk_delay: float = 0.0) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: UpstreamProtocol(chunk_delay), host, port, backlog=4096, reuse_address=True)
+    server = await loop.create_server(
+        lambda: UpstreamProtocol(chunk_delay), host, port, backlog=4096, reuse_address=True
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

@@ -85,13 +85,17 @@ class LoadResult:
 
 def make_session(concurrency: int, timeout_s: float = 30.0) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=max(concurrency, 1), limit_per_host=0, keepalive_timeout=60, force_close=False),
+        connector=aiohttp.TCPConnector(
+            limit=max(concurrency, 1), limit_per_host=0, keepalive_timeout=60, force_close=False
+        ),
         timeout=aiohttp.ClientTimeout(total=timeout_s),
         auto_decompress=False,
     )
 
 
-async def _one(session: aiohttp.ClientSession, url: str, payload: bytes, headers: dict, stream: bool, res: LoadResult) -> None:
+async def _one(
+    session: aiohttp.ClientSession, url: str, payload: bytes, headers: dict, stream: bool, res: LoadResult
+) -> None:
     t0 = time.perf_counter()
     try:
         async with session.post(url, data=payload, headers=headers) as r:
@@ -124,7 +128,7 @@ async def _one(session: aiohttp.ClientSession, url: str, payload: bytes, headers
                     raise ValueError("no content")
         res.latencies.append(time.perf_counter() - t0)
         res.ok += 1
-    except Exception as e:  # noqa: BLE001 - every failure is just an error count
+    except Exception as e:
         res.errors += 1
         res.error_samples[f"{type(e).__name__}: {str(e)[:120]}"] += 1
 
@@ -168,8 +172,15 @@ async def run_load(
 
 async def _main(a) -> None:
     async with make_session(a.concurrency) as s:
-        res = await run_load(s, a.url, a.model, stream=a.stream, concurrency=a.concurrency,
-                             duration=a.duration if a.requests is None else None, requests=a.requests)
+        res = await run_load(
+            s,
+            a.url,
+            a.model,
+            stream=a.stream,
+            concurrency=a.concurrency,
+            duration=a.duration if a.requests is None else None,
+            requests=a.requests,
+        )
     print(orjson.dumps(res.summary(), option=orjson.OPT_INDENT_2).decode())
 
 

@@ -17,7 +17,6 @@ from router.policy.model import Model, Policy, Price, gpu_price
 from router.providers.base import Usage
 
 
-
 @dataclass(slots=True)
 class RequestRecord:
     request_id: str
@@ -62,9 +61,18 @@ class Accountant:
             return
         observed = usage.output_tokens / record.upstream_s
         previous = self.tokens_per_second.get(model.name)
-        self.tokens_per_second[model.name] = observed if previous is None else previous + THROUGHPUT_WEIGHT * (observed - previous)
+        self.tokens_per_second[model.name] = (
+            observed if previous is None else previous + THROUGHPUT_WEIGHT * (observed - previous)
+        )
 
-    def attempt(self, record: RequestRecord, model: Model, duration_s: float, error_reason: str | None, usage: Usage | None = None) -> None:
+    def attempt(
+        self,
+        record: RequestRecord,
+        model: Model,
+        duration_s: float,
+        error_reason: str | None,
+        usage: Usage | None = None,
+    ) -> None:
         m = self.metrics
         labels = (record.operation, model.provider, model.upstream, model.name, error_reason or "none")
         m.child(m.operation_duration, *labels).observe(duration_s)
@@ -104,7 +112,9 @@ class Accountant:
             self._measure_throughput(record, model, usage)
         record.cost_usd = costs.cost_usd(model, usage, self.price_of(model))
         estimated = "true" if record.usage_estimated else "false"
-        m.child(m.cost, record.route, record.tier, model.name, model.provider, record.team, estimated).inc(record.cost_usd)
+        m.child(m.cost, record.route, record.tier, model.name, model.provider, record.team, estimated).inc(
+            record.cost_usd
+        )
         saved = costs.savings_usd(policy, model, record.cost_usd, usage)
         m.child(m.savings, record.route, record.team).inc(max(saved, 0.0))
         m.child(m.tokens, model.name, model.provider, "input").inc(usage.input_tokens)

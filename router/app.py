@@ -11,18 +11,18 @@ from contextlib import asynccontextmanager
 
 import orjson
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
 from router.api.health import routes as health_routes
 from router.api.openai import routes as api_routes
+from router.auth import AuthMiddleware
 from router.circuit import CircuitSettings
+from router.errors import RouterError, error_body
 from router.gateway import Gateway
 from router.metrics import Metrics
-from router.auth import AuthMiddleware
-from router.errors import RouterError, error_body
 from router.middleware import GuardMiddleware, RequestIdMiddleware
 from router.policy import tokens
 from router.policy.loader import load_policy
@@ -30,10 +30,10 @@ from router.policy.model import Policy
 from router.providers.registry import build_adapters, close_adapters
 from router.reload import PolicyReloader
 from router.runtime import Runtime
+from router.settings import Settings
 from router.state.base import StateStore, StateUnavailable
 from router.state.memory import MemoryStateStore
 from router.state.resilient import ResilientStore
-from router.settings import Settings
 
 log = logging.getLogger("router")
 
@@ -152,7 +152,9 @@ def build_store(settings: Settings, policy: Policy, metrics: Metrics) -> StateSt
         return local
     from router.state.redis_store import RedisStateStore
 
-    redis = RedisStateStore(settings.redis_url, circuit=circuit_settings(policy), timeout_s=settings.redis_timeout_ms / 1000)
+    redis = RedisStateStore(
+        settings.redis_url, circuit=circuit_settings(policy), timeout_s=settings.redis_timeout_ms / 1000
+    )
     return ResilientStore(
         redis,
         local,
@@ -176,7 +178,9 @@ async def check_store(store: StateStore) -> None:
 
 
 def circuit_settings(policy: Policy) -> CircuitSettings:
-    return CircuitSettings(failure_threshold=policy.defaults.eject_after_failures, base_ejection_s=policy.defaults.ejection_s)
+    return CircuitSettings(
+        failure_threshold=policy.defaults.eject_after_failures, base_ejection_s=policy.defaults.ejection_s
+    )
 
 
 def log_policy_summary(policy: Policy) -> None:

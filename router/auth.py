@@ -86,6 +86,10 @@ class AuthMiddleware:
 
 async def _reject(send: Send, error: AuthenticationFailed) -> None:
     body = orjson.dumps(error_body(error.message, error.error_type, None, error.code))
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"www-authenticate", b"Bearer")]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"www-authenticate", b"Bearer"),
+    ]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import calendar
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from router.policy.model import Budget, ClientKey, Policy
 from router.state.base import MICRO, BudgetScope, RateLimit
@@ -16,7 +16,7 @@ def budget_scopes(policy: Policy, key: ClientKey | None, now: datetime | None = 
     """The budgets one request counts against: its key's and its team's."""
     if key is None:
         return []
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     scopes = []
     if key.budget is not None:
         scopes.append(_scope(f"key:{key.name}", key.budget, now))
@@ -36,12 +36,12 @@ def _scope(name: str, budget: Budget, now: datetime) -> BudgetScope:
 
 
 def seconds_until_reset(per: str, now: datetime | None = None) -> int:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if per == "day":
-        tomorrow = datetime(now.year, now.month, now.day, tzinfo=timezone.utc).timestamp() + DAY_S
+        tomorrow = datetime(now.year, now.month, now.day, tzinfo=UTC).timestamp() + DAY_S
         return max(1, math.ceil(tomorrow - now.timestamp()))
     year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
-    return max(1, math.ceil(datetime(year, month, 1, tzinfo=timezone.utc).timestamp() - now.timestamp()))
+    return max(1, math.ceil(datetime(year, month, 1, tzinfo=UTC).timestamp() - now.timestamp()))
 
 
 def to_micros(usd: float) -> int:

@@ -48,7 +48,9 @@ def on_success(health: ModelHealth) -> ModelHealth:
     return ModelHealth(cooldown_until=health.cooldown_until)
 
 
-def on_failure(health: ModelHealth, now: float, settings: CircuitSettings, *, may_eject: bool, immediate: bool = False) -> ModelHealth:
+def on_failure(
+    health: ModelHealth, now: float, settings: CircuitSettings, *, may_eject: bool, immediate: bool = False
+) -> ModelHealth:
     failures = health.consecutive_failures + 1
     reopen = health.state(now) == "half_open"
     if immediate or reopen or (failures >= settings.failure_threshold and may_eject):
@@ -58,7 +60,9 @@ def on_failure(health: ModelHealth, now: float, settings: CircuitSettings, *, ma
     return replace(health, consecutive_failures=failures)
 
 
-def on_rate_limited(health: ModelHealth, now: float, retry_after_s: float | None, settings: CircuitSettings) -> ModelHealth:
+def on_rate_limited(
+    health: ModelHealth, now: float, retry_after_s: float | None, settings: CircuitSettings
+) -> ModelHealth:
     wait = min(retry_after_s if retry_after_s is not None else settings.default_cooldown_s, settings.max_cooldown_s)
     return replace(health, cooldown_until=max(health.cooldown_until, now + wait))
 

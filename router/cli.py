@@ -5,15 +5,21 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import orjson
 import typer
 
 from router.policy.loader import PolicyError, load_policy
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help="tier-router: route each request to the cheapest model that meets its tier.")
-PolicyOption = Annotated[Optional[Path], typer.Option("--policy", help="policy file (default: ROUTER_POLICY or policies/default.yaml)")]
+cli = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="tier-router: route each request to the cheapest model that meets its tier.",
+)
+PolicyOption = Annotated[
+    Path | None, typer.Option("--policy", help="policy file (default: ROUTER_POLICY or policies/default.yaml)")
+]
 
 
 def _fail(errors: list[str]) -> None:
@@ -25,9 +31,9 @@ def _fail(errors: list[str]) -> None:
 @cli.command()
 def serve(
     policy: PolicyOption = None,
-    host: Annotated[Optional[str], typer.Option(help="bind address (ROUTER_HOST)")] = None,
-    port: Annotated[Optional[int], typer.Option(help="port (ROUTER_PORT)")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="worker processes (ROUTER_WORKERS)")] = None,
+    host: Annotated[str | None, typer.Option(help="bind address (ROUTER_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (ROUTER_PORT)")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes (ROUTER_WORKERS)")] = None,
 ) -> None:
     """Run the proxy."""
     from router.server import run
@@ -60,7 +66,7 @@ def check(file: Annotated[Path, typer.Argument(help="policy file to validate")])
 def explain(
     request_file: Annotated[Path, typer.Argument(metavar="REQUEST.json", help="a chat request body; - for stdin")],
     policy: PolicyOption = None,
-    header: Annotated[Optional[list[str]], typer.Option("--header", "-H", help="request header 'name: value'")] = None,
+    header: Annotated[list[str] | None, typer.Option("--header", "-H", help="request header 'name: value'")] = None,
 ) -> None:
     """Print the routing decision for a request without calling any upstream."""
     from router.errors import RouterError

@@ -29,7 +29,9 @@ from router.state.base import StateStore
 
 log = logging.getLogger("router.dispatch")
 BACKOFF_BASE_S = 0.25
-SAME_MODEL_RETRYABLE = frozenset({"connect_error", "timeout", "ttft_timeout", "server_error", "rate_limited", "bad_response", "stream_error"})
+SAME_MODEL_RETRYABLE = frozenset(
+    {"connect_error", "timeout", "ttft_timeout", "server_error", "rate_limited", "bad_response", "stream_error"}
+)
 
 
 @dataclass(slots=True)
@@ -64,7 +66,14 @@ Attempt = Callable[[ProviderAdapter, UpstreamCall], Awaitable[Answered]]
 
 
 class Dispatcher:
-    def __init__(self, policy: Policy, adapters: Mapping[str, ProviderAdapter], store: StateStore, accountant: Accountant, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        adapters: Mapping[str, ProviderAdapter],
+        store: StateStore,
+        accountant: Accountant,
+        metrics: Metrics,
+    ) -> None:
         self.policy = policy
         self.adapters = adapters
         self.store = store
@@ -74,7 +83,15 @@ class Dispatcher:
         self._timeouts: dict[tuple[str, str], Timeouts] = {}
         self.failure_log = LogThrottle(log)
 
-    async def complete(self, decision: Decision, body: Mapping[str, Any], headers: Mapping[str, str], record: RequestRecord, *, embedding: bool = False) -> Answered:
+    async def complete(
+        self,
+        decision: Decision,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        record: RequestRecord,
+        *,
+        embedding: bool = False,
+    ) -> Answered:
         async def attempt(adapter: ProviderAdapter, call: UpstreamCall) -> Answered:
             method = adapter.embed if embedding else adapter.complete
             async with asyncio.timeout(call.timeouts.total_s):
@@ -82,7 +99,9 @@ class Dispatcher:
 
         return await self._walk(decision, body, headers, record, attempt)
 
-    async def open_stream(self, decision: Decision, body: Mapping[str, Any], headers: Mapping[str, str], record: RequestRecord) -> Answered:
+    async def open_stream(
+        self, decision: Decision, body: Mapping[str, Any], headers: Mapping[str, str], record: RequestRecord
+    ) -> Answered:
         """Open a stream and read up to its first content chunk: until then, failures fall back."""
 
         async def attempt(adapter: ProviderAdapter, call: UpstreamCall) -> Answered:
@@ -100,7 +119,14 @@ class Dispatcher:
 
         return await self._walk(decision, body, headers, record, attempt)
 
-    async def _walk(self, decision: Decision, body: Mapping[str, Any], headers: Mapping[str, str], record: RequestRecord, attempt: Attempt) -> Answered:
+    async def _walk(
+        self,
+        decision: Decision,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        record: RequestRecord,
+        attempt: Attempt,
+    ) -> Answered:
         failures: list[tuple[Model, UpstreamError]] = []
         self.budget.active += 1
         try:
@@ -112,7 +138,9 @@ class Dispatcher:
                 if failures:
                     self.accountant.fallback(failures[-1][0], model, failures[-1][1].reason)
                 retries = self.policy.retries_for(decision.route) if index == last_index else 0
-                answered = await self._try_model(model, body, headers, record, attempt, failures, retries, decision.route)
+                answered = await self._try_model(
+                    model, body, headers, record, attempt, failures, retries, decision.route
+                )
                 if answered is not None:
                     return answered
         finally:
@@ -130,7 +158,9 @@ class Dispatcher:
             try:
                 answered = await attempt(adapter, call)
             except TimeoutError:
-                error = UpstreamError("ttft_timeout" if record.stream else "timeout", "upstream did not answer within the timeout")
+                error = UpstreamError(
+                    "ttft_timeout" if record.stream else "timeout", "upstream did not answer within the timeout"
+                )
             except UpstreamError as exc:
                 error = exc
             except BaseException:
@@ -156,7 +186,12 @@ class Dispatcher:
             self.failure_log.warning(
                 "upstream attempt failed",
                 key=(model.name, error.reason),
-                extra={"request_id": record.request_id, "model": model.name, "reason": error.reason, "attempt": record.attempts},
+                extra={
+                    "request_id": record.request_id,
+                    "model": model.name,
+                    "reason": error.reason,
+                    "attempt": record.attempts,
+                },
             )
             failures.append((model, error))
             await self._unhealthy(model, error)
@@ -189,11 +224,15 @@ class Dispatcher:
         health = await self.store.record_success(model.name, latency_s)
         self.metrics.set_circuit(model.name, model.provider, health.state(time.time()))
 
-    async def stream_ended(self, record: RequestRecord, answered: Answered, usage: Any, error_reason: str | None) -> None:
+    async def stream_ended(
+        self, record: RequestRecord, answered: Answered, usage: Any, error_reason: str | None
+    ) -> None:
         """Record a streamed attempt once it is over: its whole duration, usage and any
         mid-stream failure (which also counts against the model's health)."""
         answered.inflight.dec()
-        self.accountant.attempt(record, answered.model, time.perf_counter() - answered.attempt_started, error_reason, usage)
+        self.accountant.attempt(
+            record, answered.model, time.perf_counter() - answered.attempt_started, error_reason, usage
+        )
         if error_reason:
             await self._unhealthy(answered.model, UpstreamError(error_reason, "failed mid-stream"))
 
@@ -203,11 +242,20 @@ class Dispatcher:
             health = await self.store.record_rate_limited(model.name, now, error.retry_after_s)
         else:
             immediate = error.reason == "auth_error"
-            health = await self.store.record_failure(model.name, now, immediate=immediate, total_models=len(self.policy.models))
+            health = await self.store.record_failure(
+                model.name, now, immediate=immediate, total_models=len(self.policy.models)
+            )
         state = health.state(now)
         self.metrics.set_circuit(model.name, model.provider, state)
         if state == "open":
-            log.warning("circuit opened", extra={"model": model.name, "until_s": round(health.open_until - now, 1), "ejections": health.ejections})
+            log.warning(
+                "circuit opened",
+                extra={
+                    "model": model.name,
+                    "until_s": round(health.open_until - now, 1),
+                    "ejections": health.ejections,
+                },
+            )
 
 
 async def _read_until_content(iterator: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -227,7 +275,13 @@ def _has_content(chunk: dict[str, Any]) -> bool:
         return True
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or {}
-        if delta.get("content") or delta.get("tool_calls") or delta.get("function_call") or delta.get("refusal") or choice.get("finish_reason"):
+        if (
+            delta.get("content")
+            or delta.get("tool_calls")
+            or delta.get("function_call")
+            or delta.get("refusal")
+            or choice.get("finish_reason")
+        ):
             return True
     return False
 
@@ -252,20 +306,39 @@ class _Resumed:
 
 def client_error(error: UpstreamError) -> RouterError:
     body = (error.client_body or {}).get("error", {})
-    return InvalidRequest(body.get("message") or error.message, param=body.get("param"), code=body.get("code"), status=error.status or 400)
+    return InvalidRequest(
+        body.get("message") or error.message, param=body.get("param"), code=body.get("code"), status=error.status or 400
+    )
 
 
 def exhausted_error(failures: list[tuple[Model, UpstreamError]]) -> RouterError:
     if not failures:
-        return UpstreamFailure("Every candidate model is being probed after recent failures; retry shortly.", code="no_candidate_model", status=503, headers={"retry-after": "1"})
+        return UpstreamFailure(
+            "Every candidate model is being probed after recent failures; retry shortly.",
+            code="no_candidate_model",
+            status=503,
+            headers={"retry-after": "1"},
+        )
     _, last = failures[-1]
     tried = ", ".join(f"{model.name} ({failure.reason})" for model, failure in failures)
     headers = {"x-should-retry": "false", "x-router-attempts": str(len(failures))}
     if last.reason == "auth_error":
-        return UpstreamFailure(f"The upstream provider refused its credentials; tried {tried}.", code="upstream_auth_error", status=502, headers=headers)
+        return UpstreamFailure(
+            f"The upstream provider refused its credentials; tried {tried}.",
+            code="upstream_auth_error",
+            status=502,
+            headers=headers,
+        )
     if all(f.reason == "rate_limited" for _, f in failures):
         waits = [f.retry_after_s for _, f in failures if f.retry_after_s is not None]
         headers["retry-after"] = str(max(1, round(min(waits)))) if waits else "1"
-        return UpstreamFailure(f"Every candidate model is rate limited; tried {tried}.", code="upstream_rate_limited", status=429, headers=headers)
+        return UpstreamFailure(
+            f"Every candidate model is rate limited; tried {tried}.",
+            code="upstream_rate_limited",
+            status=429,
+            headers=headers,
+        )
     status = 504 if last.reason in ("timeout", "ttft_timeout", "idle_timeout") else 502
-    return UpstreamFailure(f"Every candidate model failed; tried {tried}. Last error: {last.message}.", status=status, headers=headers)
+    return UpstreamFailure(
+        f"Every candidate model failed; tried {tried}. Last error: {last.message}.", status=status, headers=headers
+    )

@@ -1,18 +1,18 @@
 """The exception tree every layer raises, each turned into OpenAI's error shape.
 
-    RouterError                      -> {"error": {"message", "type", "param", "code"}}
-    ├── InvalidRequest        400    bad JSON, bad or forbidden field
-    ├── UnsupportedMediaType  415    body that is not JSON
-    ├── AuthenticationFailed  401    missing or wrong client key
-    ├── PermissionDenied      403    the key may not use this route or override the tier
-    ├── QuotaExceeded         429    a budget is spent (insufficient_quota)
-    ├── RateLimited           429    a key's rpm or tpm (rate_limit_exceeded)
-    ├── StateStoreDown        503    shared state unreachable and the feature fails closed
-    ├── ModelNotFound         404    unknown route or model (lists the valid ones)
-    ├── BodyTooLarge          413    body over ROUTER_MAX_BODY_MB
-    ├── HeadersTooLarge       431    more than 100 headers or 32 KiB of them
-    ├── NoCandidate           400/503 nothing in the policy can serve the request
-    └── UpstreamFailure       502/503/504 every candidate failed (last error summarised)
+RouterError                      -> {"error": {"message", "type", "param", "code"}}
+├── InvalidRequest        400    bad JSON, bad or forbidden field
+├── UnsupportedMediaType  415    body that is not JSON
+├── AuthenticationFailed  401    missing or wrong client key
+├── PermissionDenied      403    the key may not use this route or override the tier
+├── QuotaExceeded         429    a budget is spent (insufficient_quota)
+├── RateLimited           429    a key's rpm or tpm (rate_limit_exceeded)
+├── StateStoreDown        503    shared state unreachable and the feature fails closed
+├── ModelNotFound         404    unknown route or model (lists the valid ones)
+├── BodyTooLarge          413    body over ROUTER_MAX_BODY_MB
+├── HeadersTooLarge       431    more than 100 headers or 32 KiB of them
+├── NoCandidate           400/503 nothing in the policy can serve the request
+└── UpstreamFailure       502/503/504 every candidate failed (last error summarised)
 """
 
 from __future__ import annotations

@@ -46,7 +46,9 @@ NOT_CACHE_KEY = frozenset({"stream", "stream_options"})
 
 
 class Gateway:
-    def __init__(self, policy: Policy, adapters: Mapping[str, ProviderAdapter], store: StateStore, metrics: Metrics) -> None:
+    def __init__(
+        self, policy: Policy, adapters: Mapping[str, ProviderAdapter], store: StateStore, metrics: Metrics
+    ) -> None:
         self.policy = policy
         self.adapters = adapters
         self.store = store
@@ -56,30 +58,58 @@ class Gateway:
         self.inflight = 0
 
     # decide --------------------------------------------------------------------------------
-    async def decide(self, body: Mapping[str, Any], headers: Mapping[str, str], kind: str, key: ClientKey | None) -> Decision:
+    async def decide(
+        self, body: Mapping[str, Any], headers: Mapping[str, str], kind: str, key: ClientKey | None
+    ) -> Decision:
         asked = body.get("model") or self.policy.defaults.route
         tier_override = headers.get("x-router-tier")
         if key is not None:
             if key.routes is not None and asked not in key.routes:
-                raise PermissionDenied(f"This key may not use '{asked}'. Allowed: {', '.join(sorted(key.routes))}.", param="model", code="model_not_allowed")
+                raise PermissionDenied(
+                    f"This key may not use '{asked}'. Allowed: {', '.join(sorted(key.routes))}.",
+                    param="model",
+                    code="model_not_allowed",
+                )
             if tier_override is not None and not key.allow_tier_override:
-                raise PermissionDenied("This key may not override the tier (x-router-tier).", param="x-router-tier", code="tier_override_not_allowed")
+                raise PermissionDenied(
+                    "This key may not override the tier (x-router-tier).",
+                    param="x-router-tier",
+                    code="tier_override_not_allowed",
+                )
         features = features_for(kind, body, headers)
         now = time.time()
         health = await self.store.health(self.policy.models)
         for name, model_health in health.items():  # half-open and expired ejections show on the gauge
             self.metrics.set_circuit(name, self.policy.models[name].provider, model_health.state(now))
-        unavailable = {name: _unavailable_reason(h, now) for name, h in health.items() if h.unavailable_until(now) is not None}
+        unavailable = {
+            name: _unavailable_reason(h, now) for name, h in health.items() if h.unavailable_until(now) is not None
+        }
         latency = await self.store.latencies()
-        decision = decide(self.policy, asked, features, kind=kind, tier_override=tier_override, unavailable=unavailable, latency_s=latency)
+        decision = decide(
+            self.policy,
+            asked,
+            features,
+            kind=kind,
+            tier_override=tier_override,
+            unavailable=unavailable,
+            latency_s=latency,
+        )
         if not decision.candidates:
             raise no_candidate_error(decision, health, now)
         return decision
 
-    def record(self, request_id: str, decision: Decision, operation: str, stream: bool, key: ClientKey | None) -> RequestRecord:
+    def record(
+        self, request_id: str, decision: Decision, operation: str, stream: bool, key: ClientKey | None
+    ) -> RequestRecord:
         return RequestRecord(
-            request_id, operation, decision.route, decision.tier, team=key.team if key else "none", stream=stream,
-            prompt_tokens=decision.prompt_tokens, key_name=key.name if key else None,
+            request_id,
+            operation,
+            decision.route,
+            decision.tier,
+            team=key.team if key else "none",
+            stream=stream,
+            prompt_tokens=decision.prompt_tokens,
+            key_name=key.name if key else None,
         )
 
     # admit: rate limits, then budgets ---------------------------------------------------
@@ -89,22 +119,34 @@ class Gateway:
         await self._reserve(decision, record, key)
         return headers
 
-    async def _rate_limit(self, decision: Decision, record: RequestRecord, key: ClientKey | None, n: int) -> dict[str, str]:
+    async def _rate_limit(
+        self, decision: Decision, record: RequestRecord, key: ClientKey | None, n: int
+    ) -> dict[str, str]:
         limit = budgets.rate_limit(key)
         if limit is None:
             return {}
         tokens = decision.prompt_tokens + decision.expected_output_tokens * max(n, 1)
         if limit.tokens_per_minute and tokens > limit.tokens_per_minute:
-            raise RateLimited(f"This request needs about {tokens} tokens, more than the key's limit of {limit.tokens_per_minute} tokens per minute.", code="tokens_exceed_limit", status=429)
+            raise RateLimited(
+                f"This request needs about {tokens} tokens, more than the key's limit of {limit.tokens_per_minute} tokens per minute.",
+                code="tokens_exceed_limit",
+                status=429,
+            )
         try:
             verdict = await self.store.admit(limit, tokens)
         except StateUnavailable:
-            raise StateStoreDown("Rate limits cannot be checked right now (shared state unreachable); retry shortly.", headers={"retry-after": "1"}) from None
+            raise StateStoreDown(
+                "Rate limits cannot be checked right now (shared state unreachable); retry shortly.",
+                headers={"retry-after": "1"},
+            ) from None
         headers = _ratelimit_headers(limit, verdict)
         if not verdict.admitted:
             self.metrics.rate_limited.labels(team=record.team).inc()
             retry_after = str(max(1, round(verdict.retry_after_s + 0.499)))
-            raise RateLimited(f"Rate limit reached for key '{key.name}'; retry after {retry_after}s.", headers={**headers, "retry-after": retry_after})
+            raise RateLimited(
+                f"Rate limit reached for key '{key.name}'; retry after {retry_after}s.",
+                headers={**headers, "retry-after": retry_after},
+            )
         return headers
 
     async def _reserve(self, decision: Decision, record: RequestRecord, key: ClientKey | None) -> None:
@@ -119,7 +161,10 @@ class Gateway:
                 reservation = await self.store.reserve(scope, record.request_id, amount, ttl)
             except StateUnavailable:
                 await self._release(record)
-                raise StateStoreDown("Budgets cannot be checked right now (shared state unreachable); retry shortly.", headers={"retry-after": "1"}) from None
+                raise StateStoreDown(
+                    "Budgets cannot be checked right now (shared state unreachable); retry shortly.",
+                    headers={"retry-after": "1"},
+                ) from None
             if not reservation.admitted:
                 await self._release(record)
                 self.metrics.budget_rejections.labels(team=record.team).inc()
@@ -151,7 +196,12 @@ class Gateway:
         route = self.policy.routes.get(decision.route)
         if route is None or route.cache_ttl_s is None or body.get("stream"):
             return None
-        material = {"team": record.team, "route": decision.route, "model": decision.candidates[0].model.name, "body": {k: v for k, v in body.items() if k not in NOT_CACHE_KEY}}
+        material = {
+            "team": record.team,
+            "route": decision.route,
+            "model": decision.candidates[0].model.name,
+            "body": {k: v for k, v in body.items() if k not in NOT_CACHE_KEY},
+        }
         return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     async def cached(self, cache_key: str | None, record: RequestRecord) -> Answered | None:
@@ -172,12 +222,24 @@ class Gateway:
         if cache_key is None or answered.model.name != decision.candidates[0].model.name:
             return
         ttl = self.policy.routes[decision.route].cache_ttl_s or 0
-        await self.store.cache_put(cache_key, orjson.dumps({"model": answered.model.name, "body": answered.completion.body}), ttl)
+        await self.store.cache_put(
+            cache_key, orjson.dumps({"model": answered.model.name, "body": answered.completion.body}), ttl
+        )
 
     # dispatch ------------------------------------------------------------------------------
-    async def complete(self, decision: Decision, body: dict[str, Any], request: Request, record: RequestRecord, *, embedding: bool = False) -> Answered:
+    async def complete(
+        self,
+        decision: Decision,
+        body: dict[str, Any],
+        request: Request,
+        record: RequestRecord,
+        *,
+        embedding: bool = False,
+    ) -> Answered:
         """Non-stream call; cancelled (and the upstream dropped) if the client goes away."""
-        work = cancel_on_disconnect(request, self.dispatcher.complete(decision, body, request.headers, record, embedding=embedding))
+        work = cancel_on_disconnect(
+            request, self.dispatcher.complete(decision, body, request.headers, record, embedding=embedding)
+        )
         answered = await self._accounted(work, record)
         usage = answered.completion.usage
         if usage is None:
@@ -186,7 +248,9 @@ class Gateway:
         await self.finish(record)
         return answered
 
-    async def open_stream(self, decision: Decision, body: dict[str, Any], request: Request, record: RequestRecord) -> Answered:
+    async def open_stream(
+        self, decision: Decision, body: dict[str, Any], request: Request, record: RequestRecord
+    ) -> Answered:
         """Up to the first content chunk; the relay accounts for the rest of the stream."""
         return await self._accounted(self.dispatcher.open_stream(decision, body, request.headers, record), record)
 
@@ -210,7 +274,9 @@ class Gateway:
     async def fail(self, record: RequestRecord, error: RouterError) -> None:
         record.error_type = str(error.status)  # a bounded label value, unlike upstream error codes
         if isinstance(error, UpstreamFailure):
-            record.outcome = "rate_limited" if error.status == 429 else ("timeout" if error.status == 504 else "upstream_error")
+            record.outcome = (
+                "rate_limited" if error.status == 429 else ("timeout" if error.status == 504 else "upstream_error")
+            )
         else:
             record.outcome = "client_error"
         await self.finish(record)

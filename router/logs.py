@@ -12,7 +12,9 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 def configure_logging(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(FORMAT, rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
+    handler.setFormatter(
+        JsonFormatter(FORMAT, rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -20,7 +20,16 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 OUTCOMES = frozenset(
-    {"success", "client_error", "upstream_error", "no_candidate", "rate_limited", "stream_error", "cancelled", "timeout"}
+    {
+        "success",
+        "client_error",
+        "upstream_error",
+        "no_candidate",
+        "rate_limited",
+        "stream_error",
+        "cancelled",
+        "timeout",
+    }
 )
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -35,33 +44,105 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         self._children: dict[tuple[int, tuple[str, ...]], object] = {}
         r = self.registry
-        client_labels = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"]
+        client_labels = [
+            "gen_ai_operation_name",
+            "gen_ai_provider_name",
+            "gen_ai_request_model",
+            "gen_ai_response_model",
+            "error_type",
+        ]
         self.operation_duration = Histogram(
-            "gen_ai_client_operation_duration_seconds", "Duration of each upstream attempt", client_labels, buckets=LATENCY_BUCKETS, registry=r
+            "gen_ai_client_operation_duration_seconds",
+            "Duration of each upstream attempt",
+            client_labels,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.token_usage = Histogram(
-            "gen_ai_client_token_usage", "Tokens per upstream call", [*client_labels, "gen_ai_token_type"], buckets=TOKEN_BUCKETS, registry=r
+            "gen_ai_client_token_usage",
+            "Tokens per upstream call",
+            [*client_labels, "gen_ai_token_type"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
         )
         self.request_duration = Histogram(
-            "gen_ai_server_request_duration_seconds", "End-to-end request duration in the proxy", ["route", "tier", "gen_ai_response_model", "error_type"], buckets=LATENCY_BUCKETS, registry=r
+            "gen_ai_server_request_duration_seconds",
+            "End-to-end request duration in the proxy",
+            ["route", "tier", "gen_ai_response_model", "error_type"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.time_to_first_token = Histogram(
-            "gen_ai_server_time_to_first_token_seconds", "Time to the first streamed chunk", ["route", "gen_ai_provider_name", "gen_ai_response_model"], buckets=LATENCY_BUCKETS, registry=r
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time to the first streamed chunk",
+            ["route", "gen_ai_provider_name", "gen_ai_response_model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
-        self.requests = Counter("router_requests", "Routed requests by outcome", ["route", "tier", "model", "provider", "outcome"], registry=r)
-        self.cost = Counter("router_cost_usd", "Cost of answered requests in USD", ["route", "tier", "model", "provider", "team", "estimated"], registry=r)
-        self.savings = Counter("router_savings_usd", "Cost avoided against defaults.baseline_model, in USD", ["route", "team"], registry=r)
+        self.requests = Counter(
+            "router_requests",
+            "Routed requests by outcome",
+            ["route", "tier", "model", "provider", "outcome"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "router_cost_usd",
+            "Cost of answered requests in USD",
+            ["route", "tier", "model", "provider", "team", "estimated"],
+            registry=r,
+        )
+        self.savings = Counter(
+            "router_savings_usd", "Cost avoided against defaults.baseline_model, in USD", ["route", "team"], registry=r
+        )
         self.tokens = Counter("router_tokens", "Tokens by model and type", ["model", "provider", "type"], registry=r)
-        self.fallbacks = Counter("router_fallbacks", "Moves from a failed candidate to the next", ["from_model", "to_model", "reason"], registry=r)
-        self.upstream_errors = Counter("router_upstream_errors", "Failed upstream attempts", ["model", "provider", "reason"], registry=r)
-        self.overhead = Histogram("router_overhead_seconds", "Proxy time excluding upstream time", ["route"], buckets=OVERHEAD_BUCKETS, registry=r)
-        self.inflight = Gauge("router_inflight_requests", "Requests waiting on an upstream", ["provider"], registry=r, multiprocess_mode="livesum")
-        self.circuit_state = Gauge("router_circuit_state", "0 closed, 1 half-open, 2 open", ["model", "provider"], registry=r, multiprocess_mode="max")
-        self.budget_rejections = Counter("router_budget_rejections", "Requests refused by a budget", ["team"], registry=r)
+        self.fallbacks = Counter(
+            "router_fallbacks",
+            "Moves from a failed candidate to the next",
+            ["from_model", "to_model", "reason"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "router_upstream_errors", "Failed upstream attempts", ["model", "provider", "reason"], registry=r
+        )
+        self.overhead = Histogram(
+            "router_overhead_seconds",
+            "Proxy time excluding upstream time",
+            ["route"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "router_inflight_requests",
+            "Requests waiting on an upstream",
+            ["provider"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.circuit_state = Gauge(
+            "router_circuit_state",
+            "0 closed, 1 half-open, 2 open",
+            ["model", "provider"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.budget_rejections = Counter(
+            "router_budget_rejections", "Requests refused by a budget", ["team"], registry=r
+        )
         self.rate_limited = Counter("router_rate_limited", "Requests refused by a rate limit", ["team"], registry=r)
         self.policy_reloads = Counter("router_policy_reloads", "Policy reloads by result", ["result"], registry=r)
-        self.state_store_up = Gauge("router_state_store_up", "1 while the shared state store (Redis) answers", registry=r, multiprocess_mode="min")
-        self.policy_info = Gauge("router_policy_info", "The policy this replica runs (value 1)", ["sha256"], registry=r, multiprocess_mode="max")
+        self.state_store_up = Gauge(
+            "router_state_store_up",
+            "1 while the shared state store (Redis) answers",
+            registry=r,
+            multiprocess_mode="min",
+        )
+        self.policy_info = Gauge(
+            "router_policy_info",
+            "The policy this replica runs (value 1)",
+            ["sha256"],
+            registry=r,
+            multiprocess_mode="max",
+        )
 
     def child(self, metric: Counter | Gauge | Histogram, *values: str):  # type: ignore[no-untyped-def]
         """``metric.labels(*values)``, remembered: the hot path skips label validation.

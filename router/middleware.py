@@ -7,12 +7,11 @@ import os
 import re
 import time
 
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router.accounting import access_fields
 from router.errors import BodyTooLarge, HeadersTooLarge, RouterError, error_body
-
-import orjson
 
 log = logging.getLogger("router.http")
 access_log = logging.getLogger("router.access")
@@ -98,7 +97,12 @@ class GuardMiddleware:
             return
         headers = scope.get("headers", ())
         if len(headers) > MAX_HEADER_COUNT or sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
-            await _send_error(send, HeadersTooLarge(f"Request headers are too large: at most {MAX_HEADER_COUNT} headers and {MAX_HEADER_BYTES // 1024} KiB in all."))
+            await _send_error(
+                send,
+                HeadersTooLarge(
+                    f"Request headers are too large: at most {MAX_HEADER_COUNT} headers and {MAX_HEADER_BYTES // 1024} KiB in all."
+                ),
+            )
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:

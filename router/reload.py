@@ -62,7 +62,10 @@ class PolicyReloader:
             metrics.policy_reloads.labels(result="success").inc()
             metrics.show_policy(policy.sha256, previous=current.policy.sha256)
             metrics.prime(policy, policy.teams())
-            log.warning("policy reloaded", extra={"policy": str(self.path), "sha256": policy.sha256, "previous_sha256": current.policy.sha256})
+            log.warning(
+                "policy reloaded",
+                extra={"policy": str(self.path), "sha256": policy.sha256, "previous_sha256": current.policy.sha256},
+            )
             task = asyncio.ensure_future(self._retire(current))
             self.retiring.add(task)
             task.add_done_callback(self.retiring.discard)
@@ -70,14 +73,16 @@ class PolicyReloader:
 
     def _failed(self, sha256: str, errors: list[str]) -> ReloadResult:
         self.runtime.metrics.policy_reloads.labels(result="failure").inc()
-        log.error("policy reload rejected; the last good policy keeps serving", extra={"errors": errors, "sha256": sha256})
+        log.error(
+            "policy reload rejected; the last good policy keeps serving", extra={"errors": errors, "sha256": sha256}
+        )
         return ReloadResult("failure", sha256, errors)
 
     async def _retire(self, gateway: Gateway) -> None:
         """Close the old gateway's upstream pools once its in-flight requests are done."""
         deadline = asyncio.get_running_loop().time() + gateway.policy.defaults.timeout_s * 2
         while gateway.inflight and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(RETIRE_POLL_S)
+            await asyncio.sleep(RETIRE_POLL_S)  # noqa: ASYNC110 - the count is a plain int owned by the gateway
         await close_adapters(dict(gateway.adapters))
 
     async def watch(self) -> None:

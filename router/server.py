@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 import os
 import signal
 import tempfile
 from pathlib import Path
+
+import uvicorn
 
 from router.logs import configure_logging, uvicorn_log_config
 from router.policy.loader import load_policy

@@ -20,7 +20,16 @@ class RunningRouter:
     def __init__(self, policy_path: Path, **settings: object) -> None:
         self.settings = Settings(policy=policy_path, host="127.0.0.1", port=0, **settings)
         self.app = create_app(self.settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, loop="uvloop", http="httptools", log_config=None, access_log=False, lifespan="on")
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=0,
+            loop="uvloop",
+            http="httptools",
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.port = 0

@@ -57,7 +57,18 @@ class RouterProcess:
         self.log = Path(tempfile.mkstemp(prefix="router-", suffix=".log")[1])
         base = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEYS and not k.startswith("ROUTER_")}
         self.env = {**base, "ROUTER_LOG_LEVEL": "warning", **(env or {})}
-        self.args = [sys.executable, "-m", "router", "serve", "--policy", str(policy), "--port", str(self.port), "--workers", str(workers)]
+        self.args = [
+            sys.executable,
+            "-m",
+            "router",
+            "serve",
+            "--policy",
+            str(policy),
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+        ]
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,7 +76,9 @@ class RouterProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> RouterProcess:
-        self.process = subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"), start_new_session=True)
+        self.process = subprocess.Popen(
+            self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"), start_new_session=True
+        )
         wait_until(lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200, 30, "router start")
         return self
 
@@ -109,7 +122,18 @@ class RedisServer:
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is installed by scripts/services.sh"
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *self.extra]
+        args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            *self.extra,
+        ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self._answers_ping, 10, "redis start")
         return self
@@ -166,11 +190,11 @@ pid {directory}/nginx.pid;
 events {{ worker_connections 512; }}
 http {{
   access_log off;
-  client_body_temp_path {temp['body']};
-  proxy_temp_path {temp['proxy']};
-  fastcgi_temp_path {temp['fastcgi']};
-  uwsgi_temp_path {temp['uwsgi']};
-  scgi_temp_path {temp['scgi']};
+  client_body_temp_path {temp["body"]};
+  proxy_temp_path {temp["proxy"]};
+  fastcgi_temp_path {temp["fastcgi"]};
+  uwsgi_temp_path {temp["uwsgi"]};
+  scgi_temp_path {temp["scgi"]};
   upstream routers {{
 {servers}
     keepalive 32;
@@ -197,8 +221,14 @@ http {{
 
     def __enter__(self) -> NginxBalancer:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.process = subprocess.Popen([binary, "-c", str(self.config), "-p", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close() is None, 10, "nginx start")
+        self.process = subprocess.Popen(
+            [binary, "-c", str(self.config), "-p", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(
+            lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close() is None, 10, "nginx start"
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -28,7 +28,14 @@ def test_check_prints_the_model_table(monkeypatch):
 
 def test_check_shows_the_located_error_and_exits_non_zero(tmp_path: Path):
     broken = tmp_path / "broken.yaml"
-    broken.write_text(Path("policies/demo.yaml").read_text().replace("gpt-4.1:           {provider: openai, tier: frontier}", "gpt-4.1:           {provider: openai, tier: frontiers}"))
+    broken.write_text(
+        Path("policies/demo.yaml")
+        .read_text()
+        .replace(
+            "gpt-4.1:           {provider: openai, tier: frontier}",
+            "gpt-4.1:           {provider: openai, tier: frontiers}",
+        )
+    )
     result = run("check", str(broken))
     assert result.returncode == 1
     assert f"{broken}:" in result.stderr
@@ -37,14 +44,20 @@ def test_check_shows_the_located_error_and_exits_non_zero(tmp_path: Path):
 
 def test_explain_prints_the_decision_without_calling_upstream(tmp_path: Path):
     request = tmp_path / "request.json"
-    request.write_text(json.dumps({"model": "standard", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 100}))
+    request.write_text(
+        json.dumps({"model": "standard", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 100})
+    )
     result = run("explain", "--policy", "policies/demo.yaml", str(request))
     assert result.returncode == 0, result.stderr
     decision = json.loads(result.stdout)
     costs = [c["estimated_cost_usd"] for c in decision["candidates"]]
     assert costs == sorted(costs)
     assert decision["candidates"][0]["model"] in {"gpt-4o-mini", "gpt-oss-120b"}
-    assert {"model": "gpt-4.1-nano", "kind": "policy", "reason": "tier 'small' is below the required tier 'standard'"} in decision["excluded"]
+    assert {
+        "model": "gpt-4.1-nano",
+        "kind": "policy",
+        "reason": "tier 'small' is below the required tier 'standard'",
+    } in decision["excluded"]
 
 
 def test_explain_reads_headers_and_stdin():
@@ -82,12 +95,21 @@ def test_serve_logs_json_lines_including_uvicorns_own(tmp_path: Path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    process = subprocess.Popen([*ROUTER, "serve", "--policy", "policies/default.yaml", "--port", str(port)], stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(
+        [*ROUTER, "serve", "--policy", "policies/default.yaml", "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=5)
+                httpx.post(
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    json={"messages": [{"role": "user", "content": "hi"}]},
+                    timeout=5,
+                )
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)

@@ -30,8 +30,18 @@ def test_non_stream_cost_and_savings(client, router, upstream):
     samples = scrape(router.url)
     expected = cost(CHEAP, 120_000, 3_000)
     assert float(raw.headers["x-router-cost-usd"]) == pytest.approx(expected)
-    assert metric_sum(samples, "router_cost_usd_total", model="cheap-model", tier="standard", route="standard", team="none", estimated="false") == pytest.approx(expected)
-    assert metric_sum(samples, "router_savings_usd_total", route="standard") == pytest.approx(cost(PRICEY, 120_000, 3_000) - expected)
+    assert metric_sum(
+        samples,
+        "router_cost_usd_total",
+        model="cheap-model",
+        tier="standard",
+        route="standard",
+        team="none",
+        estimated="false",
+    ) == pytest.approx(expected)
+    assert metric_sum(samples, "router_savings_usd_total", route="standard") == pytest.approx(
+        cost(PRICEY, 120_000, 3_000) - expected
+    )
     assert metric_sum(samples, "router_tokens_total", model="cheap-model", type="input") == 120_000
     assert metric_sum(samples, "router_tokens_total", model="cheap-model", type="output") == 3_000
 
@@ -52,15 +62,27 @@ def test_stream_cost_comes_from_the_usage_chunk_even_when_the_client_did_not_ask
 
 def test_missing_usage_is_estimated_and_marked(client, router, upstream):
     body = {
-        "id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "one two three four"}, "finish_reason": "stop", "logprobs": None}],
+        "id": "chatcmpl-x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "one two three four"},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
     }
     upstream.script(RawReply(200, json.dumps(body).encode()))
     raw = client.chat.completions.with_raw_response.create(model="standard", messages=HELLO)
     assert raw.headers["x-router-cost-estimated"] == "true"
     assert float(raw.headers["x-router-cost-usd"]) > 0
     samples = scrape(router.url)
-    assert metric_sum(samples, "router_cost_usd_total", estimated="true") == pytest.approx(float(raw.headers["x-router-cost-usd"]), rel=1e-3)
+    assert metric_sum(samples, "router_cost_usd_total", estimated="true") == pytest.approx(
+        float(raw.headers["x-router-cost-usd"]), rel=1e-3
+    )
     assert metric_sum(samples, "router_cost_usd_total", estimated="false") == 0
 
 
@@ -69,13 +91,22 @@ def test_after_a_fallback_only_the_model_that_answered_is_billed(client, router,
     client.chat.completions.create(model="standard", messages=HELLO)
     samples = scrape(router.url)
     assert metric_sum(samples, "router_cost_usd_total", model="cheap-model") == 0
-    assert metric_sum(samples, "router_cost_usd_total", model="pricey-model") == pytest.approx(cost(PRICEY, 10_000, 1_000))
-    assert metric_sum(samples, "router_fallbacks_total", from_model="cheap-model", to_model="pricey-model", reason="server_error") == 1
+    assert metric_sum(samples, "router_cost_usd_total", model="pricey-model") == pytest.approx(
+        cost(PRICEY, 10_000, 1_000)
+    )
+    assert (
+        metric_sum(
+            samples, "router_fallbacks_total", from_model="cheap-model", to_model="pricey-model", reason="server_error"
+        )
+        == 1
+    )
 
 
 def test_a_client_that_disconnects_mid_stream_is_billed_for_what_was_produced(router, upstream):
     upstream.script(Reply(content=" ".join(["word"] * 40), chunk_delay_s=0.05))
-    with httpx.stream("POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}) as response:
+    with httpx.stream(
+        "POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}
+    ) as response:
         iterator = response.iter_lines()
         for _ in range(6):
             next(iterator)
@@ -114,7 +145,11 @@ def test_access_log_has_one_line_per_request_and_no_key_or_prompt(client, router
     canary = "sk-canary-0123456789"
     canary_client = openai.OpenAI(base_url=router.base_url, api_key=canary, max_retries=0)
     canary_client.chat.completions.create(model="standard", messages=[{"role": "user", "content": secret_prompt}])
-    list(canary_client.chat.completions.create(model="standard", messages=[{"role": "user", "content": secret_prompt}], stream=True))
+    list(
+        canary_client.chat.completions.create(
+            model="standard", messages=[{"role": "user", "content": secret_prompt}], stream=True
+        )
+    )
     with pytest.raises(openai.NotFoundError):
         canary_client.chat.completions.create(model="nope", messages=HELLO)
     time.sleep(0.2)
@@ -122,7 +157,22 @@ def test_access_log_has_one_line_per_request_and_no_key_or_prompt(client, router
     assert [r.status for r in lines] == [200, 200, 404]  # one line per request, errors included
     assert lines[2].path == "/v1/chat/completions" and not hasattr(lines[2], "model")
     for record in lines[:2]:
-        for field in ("request_id", "route", "tier", "model", "provider", "attempts", "input_tokens", "output_tokens", "cost_usd", "cost_estimated", "latency_s", "ttft_s", "outcome", "team"):
+        for field in (
+            "request_id",
+            "route",
+            "tier",
+            "model",
+            "provider",
+            "attempts",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+            "cost_estimated",
+            "latency_s",
+            "ttft_s",
+            "outcome",
+            "team",
+        ):
             assert hasattr(record, field), field
     everything = "\n".join(str(r.__dict__) for r in caplog.records)
     assert canary not in everything and secret_prompt not in everything and "sk-upstream" not in everything

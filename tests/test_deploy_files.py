@@ -42,9 +42,7 @@ OFFLINE_ENV = {
 
 
 def run(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(a) for a in args], cwd=cwd, env=OFFLINE_ENV, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([str(a) for a in args], cwd=cwd, env=OFFLINE_ENV, capture_output=True, text=True, timeout=120)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +130,7 @@ def test_dockerfile_runtime_environment_and_commands() -> None:
     spec = importlib.util.find_spec("litellm")
     assert spec is not None and spec.origin is not None
     site_packages = Path(spec.origin).parents[1]
-    tokenizers = site_packages / env["TIKTOKEN_CACHE_DIR"][len(prefix):]
+    tokenizers = site_packages / env["TIKTOKEN_CACHE_DIR"][len(prefix) :]
     assert tokenizers.is_dir(), tokenizers
     # tiktoken names cached files by the sha1 of their URL: o200k_base and cl100k_base.
     assert (tokenizers / "fb374d419588a4632f3f557e76b4b70aebbca790").is_file()
@@ -364,7 +362,9 @@ def python_render() -> list[dict]:
         for entry in generator["files"]:
             key, _, source = entry.rpartition("=")
             data[key or Path(source).name] = (K8S / source).read_text()
-        documents.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator["name"]}, "data": data})
+        documents.append(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator["name"]}, "data": data}
+        )
     images = {i["name"]: i for i in config.get("images", [])}
     for document in documents:
         for container in pod_spec(document).get("containers", []) if document["kind"] == "Deployment" else []:
@@ -434,9 +434,10 @@ def test_kubernetes_manifests_match_the_schemas() -> None:
     if rendered is not None:
         validate_all(rendered)
         assert sorted(by_kind(rendered)) == kinds
-        assert by_kind(rendered)[("ConfigMap", "tier-router-policy")]["data"] == by_kind(documents)[
-            ("ConfigMap", "tier-router-policy")
-        ]["data"]
+        assert (
+            by_kind(rendered)[("ConfigMap", "tier-router-policy")]["data"]
+            == by_kind(documents)[("ConfigMap", "tier-router-policy")]["data"]
+        )
 
 
 def test_kubernetes_schema_check_rejects_broken_manifests() -> None:

@@ -115,7 +115,9 @@ def test_disabled_provider_is_excluded_with_the_missing_variable(policy):
 
 
 def test_unhealthy_models_drop_out(policy):
-    decision = decide(policy, "standard", features(), unavailable={"mid-a": "circuit open for 30s after 5 consecutive failures"})
+    decision = decide(
+        policy, "standard", features(), unavailable={"mid-a": "circuit open for 30s after 5 consecutive failures"}
+    )
     assert "mid-a" not in ranked(decision)
     assert reason(decision, "mid-a") == "circuit open for 30s after 5 consecutive failures"
 
@@ -156,7 +158,13 @@ def test_features_from_a_chat_body_count_tokens_offline():
     body = {
         "messages": [
             {"role": "system", "content": "You are terse."},
-            {"role": "user", "content": [{"type": "text", "text": "What is in this image?"}, {"type": "image_url", "image_url": {"url": "data:x"}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this image?"},
+                    {"type": "image_url", "image_url": {"url": "data:x"}},
+                ],
+            },
         ],
         "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},

@@ -311,7 +311,7 @@ async def test_tool_use_stream_arguments_reassemble(fake):
 
 def test_raw_tool_stream_wire_shape(fake):
     tools = [{"name": "get_weather", "description": "d", "input_schema": {"type": "object"}}]
-    resp, payload = raw_post(
+    _resp, payload = raw_post(
         fake, {"model": MODEL, "max_tokens": 10, "messages": MESSAGES, "tools": tools, "stream": True}
     )
     events = parse_sse(payload)

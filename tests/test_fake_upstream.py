@@ -65,9 +65,7 @@ def upstream():
 
 def make_client(upstream: FakeOpenAIUpstream, **kw) -> openai.OpenAI:
     kw.setdefault("timeout", 10.0)
-    return openai.OpenAI(
-        base_url=upstream.base_url, api_key="x", max_retries=0, _strict_response_validation=True, **kw
-    )
+    return openai.OpenAI(base_url=upstream.base_url, api_key="x", max_retries=0, _strict_response_validation=True, **kw)
 
 
 @pytest.fixture
@@ -184,7 +182,9 @@ def test_stream_without_include_usage(upstream, client):
     assert all(c.usage is None and c.object == "chat.completion.chunk" for c in chunks)
     assert len({c.id for c in chunks}) == 1
 
-    status, headers, payload = raw_post(upstream, "/v1/chat/completions", {"model": MODEL, "messages": MESSAGES, "stream": True})
+    status, headers, payload = raw_post(
+        upstream, "/v1/chat/completions", {"model": MODEL, "messages": MESSAGES, "stream": True}
+    )
     assert status == 200 and headers["content-type"] == "text/event-stream"
     wire, done = sse_chunks(payload)
     assert done
@@ -334,7 +334,10 @@ def test_error_reply_400(upstream, client):
         (ErrorReply(401), openai.AuthenticationError),
         (ErrorReply(429, headers={"retry-after": "1"}), openai.RateLimitError),
         (ErrorReply(500, "upstream exploded", content_type="text/plain"), openai.InternalServerError),
-        (ErrorReply(502, b"<html><body>502 Bad Gateway</body></html>", content_type="text/html"), openai.InternalServerError),
+        (
+            ErrorReply(502, b"<html><body>502 Bad Gateway</body></html>", content_type="text/html"),
+            openai.InternalServerError,
+        ),
     ],
 )
 def test_error_reply_variants(upstream, client, reply, exc_type):
@@ -363,8 +366,7 @@ def test_stream_then_reset(upstream, client):
     upstream.script(StreamThenReset(chunks_before_reset=2, content="one two three four"))
     received = []
     with pytest.raises(openai.APIConnectionError):
-        for chunk in client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True):
-            received.append(chunk)
+        received.extend(client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
     assert [c.choices[0].delta.content for c in received] == ["", "one", " two"]
     assert upstream.disconnects == 0  # our own abort is not a client disconnect
 
@@ -450,7 +452,9 @@ def test_embeddings(upstream, client):
     assert len(single.data[0].embedding) == 8
     assert single.usage.prompt_tokens == single.usage.total_tokens > 0
 
-    batch = client.embeddings.create(model="text-embedding-3-small", input=["hello world", "bye"], encoding_format="float")
+    batch = client.embeddings.create(
+        model="text-embedding-3-small", input=["hello world", "bye"], encoding_format="float"
+    )
     assert [d.index for d in batch.data] == [0, 1]
     assert batch.data[0].embedding == single.data[0].embedding  # deterministic
     assert batch.data[1].embedding != batch.data[0].embedding

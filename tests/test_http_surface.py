@@ -23,7 +23,11 @@ def error_of(response: httpx.Response) -> dict:
 
 
 def test_bad_json_is_400(http):
-    response = http.post("/v1/chat/completions", content=b'{"model": "standard", "messages": [', headers={"content-type": "application/json"})
+    response = http.post(
+        "/v1/chat/completions",
+        content=b'{"model": "standard", "messages": [',
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 400
     assert "could not parse the JSON body" in error_of(response)["message"]
 
@@ -34,17 +38,23 @@ def test_json_that_is_not_an_object_is_400(http):
 
 
 def test_deeply_nested_json_is_400_not_500(http):
-    response = http.post("/v1/chat/completions", content=b"[" * 100000 + b"]" * 100000, headers={"content-type": "application/json"})
+    response = http.post(
+        "/v1/chat/completions", content=b"[" * 100000 + b"]" * 100000, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
 
 
 def test_invalid_utf8_is_400(http):
-    response = http.post("/v1/chat/completions", content=b'{"model": "\xff\xfe"}', headers={"content-type": "application/json"})
+    response = http.post(
+        "/v1/chat/completions", content=b'{"model": "\xff\xfe"}', headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
 
 
 def test_wrong_content_type_is_415(http):
-    response = http.post("/v1/chat/completions", content=b"model=standard", headers={"content-type": "application/x-www-form-urlencoded"})
+    response = http.post(
+        "/v1/chat/completions", content=b"model=standard", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
     assert response.status_code == 415
     assert "application/json" in error_of(response)["message"]
 
@@ -64,7 +74,11 @@ def test_missing_messages_names_the_parameter(http):
         ("max_tokens", 0, "max_tokens"),
         ("stream", "yes", "stream"),
         ("model", 5, "model"),
-        ("tools", [{"type": "function", "function": {"name": f"t{i}", "parameters": {}}} for i in range(2000)], "tools"),
+        (
+            "tools",
+            [{"type": "function", "function": {"name": f"t{i}", "parameters": {}}} for i in range(2000)],
+            "tools",
+        ),
     ],
 )
 def test_bad_fields_name_the_parameter(http, field, value, param):
@@ -119,7 +133,11 @@ def test_request_ids_are_on_errors_and_unknown_paths_too(http):
 
 
 def test_client_auth_and_hop_by_hop_headers_never_reach_upstream(http, upstream):
-    http.post("/v1/chat/completions", json=HELLO, headers={"authorization": "Bearer sk-client-canary", "cookie": "a=b", "x-custom": "1"})
+    http.post(
+        "/v1/chat/completions",
+        json=HELLO,
+        headers={"authorization": "Bearer sk-client-canary", "cookie": "a=b", "x-custom": "1"},
+    )
     sent = upstream.last_request.headers
     assert sent["authorization"] == "Bearer sk-upstream-secret-1"
     assert "cookie" not in sent and "x-custom" not in sent
@@ -133,7 +151,10 @@ def test_health_and_readiness(http):
 
 
 def test_explain_returns_the_ranked_decision_without_calling_upstream(http, upstream):
-    response = http.post("/v1/router/explain", json={**HELLO, "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]})
+    response = http.post(
+        "/v1/router/explain",
+        json={**HELLO, "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+    )
     decision = response.json()
     assert response.status_code == 200
     assert [c["model"] for c in decision["candidates"]] == ["cheap-model", "pricey-model"]
@@ -159,7 +180,11 @@ def test_tier_override_header(http, upstream):
     ids=["huge-header", "many-headers"],
 )
 def test_oversized_headers_are_431(router, headers):
-    request = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n" + headers + b"\r\n{}"
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n"
+        + headers
+        + b"\r\n{}"
+    )
     answer = send_raw(router.port, request)
     assert answer.startswith(b"HTTP/1.1 431")
     assert b"request_headers_too_large" in answer

@@ -70,11 +70,35 @@ class TestKeys:
 
     @pytest.mark.parametrize(
         "header",
-        [None, "", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", f'Bearer "{WEB_KEY}"', "Bearer " + "x" * 10_000, "Bearer ключ", f"Bearer {WEB_KEY}\x00", f"bearer  {WEB_KEY}"],
-        ids=["missing", "empty", "scheme-only", "empty-token", "basic", "quoted", "10kb", "unicode", "nul", "double-space"],
+        [
+            None,
+            "",
+            "Bearer",
+            "Bearer ",
+            "Basic dXNlcjpwYXNz",
+            f'Bearer "{WEB_KEY}"',
+            "Bearer " + "x" * 10_000,
+            "Bearer ключ",
+            f"Bearer {WEB_KEY}\x00",
+            f"bearer  {WEB_KEY}",
+        ],
+        ids=[
+            "missing",
+            "empty",
+            "scheme-only",
+            "empty-token",
+            "basic",
+            "quoted",
+            "10kb",
+            "unicode",
+            "nul",
+            "double-space",
+        ],
     )
     def test_malformed_authorization_is_401_with_a_constant_body(self, keyed, header):
-        status, body = raw_post(keyed.port, "/v1/chat/completions", b'{"messages": []}', None if header is None else header.encode("utf-8"))
+        status, body = raw_post(
+            keyed.port, "/v1/chat/completions", b'{"messages": []}', None if header is None else header.encode("utf-8")
+        )
         if status == 400:  # the HTTP parser itself refuses a NUL byte before any handler runs
             assert "\x00" in header
             return
@@ -83,7 +107,16 @@ class TestKeys:
 
     def test_every_route_except_health_needs_a_key(self, keyed):
         declared = {route.path: route.methods - {"HEAD"} for route in keyed.app.routes}
-        assert {"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/router/explain", "/metrics", "/admin/reload", "/healthz", "/readyz"} <= set(declared)
+        assert {
+            "/v1/chat/completions",
+            "/v1/embeddings",
+            "/v1/models",
+            "/v1/router/explain",
+            "/metrics",
+            "/admin/reload",
+            "/healthz",
+            "/readyz",
+        } <= set(declared)
         checked = 0
         with httpx.Client(base_url=keyed.url) as http:
             for path, methods in declared.items():
@@ -104,10 +137,14 @@ class TestKeys:
         assert [m.id for m in client(keyed, WEB_KEY).models.list()] == ["standard"]
 
     def test_tier_override_allowed_and_refused(self, keyed):
-        allowed = client(keyed, ADMIN_KEY).chat.completions.with_raw_response.create(model="standard", messages=HELLO, extra_headers={"x-router-tier": "frontier"})
+        allowed = client(keyed, ADMIN_KEY).chat.completions.with_raw_response.create(
+            model="standard", messages=HELLO, extra_headers={"x-router-tier": "frontier"}
+        )
         assert allowed.headers["x-router-model"] == "pricey-model"
         with pytest.raises(openai.PermissionDeniedError) as info:
-            client(keyed, WEB_KEY).chat.completions.create(model="standard", messages=HELLO, extra_headers={"x-router-tier": "frontier"})
+            client(keyed, WEB_KEY).chat.completions.create(
+                model="standard", messages=HELLO, extra_headers={"x-router-tier": "frontier"}
+            )
         assert info.value.code == "tier_override_not_allowed"
 
     def test_team_shows_in_metrics_and_never_the_key(self, keyed):
@@ -118,7 +155,12 @@ class TestKeys:
 
 
 def test_keys_new_prints_the_key_once_and_a_hash_line():
-    result = subprocess.run([sys.executable, "-m", "router", "keys", "new", "--name", "web-app", "--team", "web"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "router", "keys", "new", "--name", "web-app", "--team", "web"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     key = re.search(r"(sk-tr-\S+)", result.stdout).group(1)
     line = result.stdout.strip().splitlines()[-1]
     assert line.strip() == f'- {{hash: "sha256:{digest_of(key)}", name: web-app, team: web}}'
@@ -165,15 +207,24 @@ class TestBudgets:
         upstream.script(Hang(10))
         with RunningRouter(write_policy(tmp_path, keyed_policy(upstream.base_url, budget_usd=0.03)), **state) as router:
             with pytest.raises(httpx.ReadTimeout):
-                httpx.post(f"{router.base_url}/chat/completions", json={"messages": HELLO}, headers={"authorization": f"Bearer {WEB_KEY}"}, timeout=0.5)
+                httpx.post(
+                    f"{router.base_url}/chat/completions",
+                    json={"messages": HELLO},
+                    headers={"authorization": f"Bearer {WEB_KEY}"},
+                    timeout=0.5,
+                )
             assert upstream.wait_for_disconnects(1, timeout=3)
             time.sleep(0.2)
-            assert client(router, WEB_KEY).chat.completions.create(model="standard", messages=HELLO).model == "cheap-model"
+            assert (
+                client(router, WEB_KEY).chat.completions.create(model="standard", messages=HELLO).model == "cheap-model"
+            )
 
 
 class TestRateLimits:
     def test_requests_per_minute_with_openai_headers(self, tmp_path, upstream, state):
-        with RunningRouter(write_policy(tmp_path, keyed_policy(upstream.base_url, budget_usd=100, rpm=3)), **state) as router:
+        with RunningRouter(
+            write_policy(tmp_path, keyed_policy(upstream.base_url, budget_usd=100, rpm=3)), **state
+        ) as router:
             web = client(router, WEB_KEY)
             first = web.chat.completions.with_raw_response.create(model="standard", messages=HELLO)
             for _ in range(2):
@@ -190,7 +241,9 @@ class TestRateLimits:
 
     def test_a_request_larger_than_the_token_limit_says_so(self, keyed):
         with pytest.raises(openai.RateLimitError) as info:
-            client(keyed, TINY_KEY).chat.completions.create(model="standard", messages=[{"role": "user", "content": "word " * 100}])
+            client(keyed, TINY_KEY).chat.completions.create(
+                model="standard", messages=[{"role": "user", "content": "word " * 100}]
+            )
         assert "more than the key's limit of 50 tokens per minute" in info.value.message
 
 
@@ -206,11 +259,19 @@ class TestCache:
             upstream.script(ErrorReply(500))
             fallback = ops.chat.completions.with_raw_response.create(model="standard", messages=HELLO, seed=9)
             after_fallback = ops.chat.completions.with_raw_response.create(model="standard", messages=HELLO, seed=9)
-        assert [r.headers["x-router-cache"] for r in (miss, hit, other_seed, other_team)] == ["miss", "hit", "miss", "miss"]
+        assert [r.headers["x-router-cache"] for r in (miss, hit, other_seed, other_team)] == [
+            "miss",
+            "hit",
+            "miss",
+            "miss",
+        ]
         assert hit.parse().choices[0].message.content == miss.parse().choices[0].message.content
         assert hit.headers["x-router-cost-usd"] == "0.00000000"
         assert fallback.headers["x-router-model"] == "pricey-model"
-        assert after_fallback.headers["x-router-cache"] == "miss" and after_fallback.headers["x-router-model"] == "cheap-model"
+        assert (
+            after_fallback.headers["x-router-cache"] == "miss"
+            and after_fallback.headers["x-router-model"] == "cheap-model"
+        )
 
 
 def test_canary_key_never_appears_in_logs_metrics_errors_or_explain(keyed, upstream, caplog):
@@ -219,9 +280,17 @@ def test_canary_key_never_appears_in_logs_metrics_errors_or_explain(keyed, upstr
     caplog.set_level(logging.DEBUG)
     with httpx.Client(base_url=keyed.url) as http:
         bodies = [
-            http.post("/v1/chat/completions", json={"messages": HELLO}, headers={"authorization": f"Bearer {CANARY_KEY}"}).text,
-            http.post("/v1/chat/completions", json={"messages": HELLO, "api_key": CANARY_KEY}, headers={"authorization": f"Bearer {ADMIN_KEY}"}).text,
-            http.post("/v1/router/explain", json={"messages": HELLO}, headers={"authorization": f"Bearer {ADMIN_KEY}"}).text,
+            http.post(
+                "/v1/chat/completions", json={"messages": HELLO}, headers={"authorization": f"Bearer {CANARY_KEY}"}
+            ).text,
+            http.post(
+                "/v1/chat/completions",
+                json={"messages": HELLO, "api_key": CANARY_KEY},
+                headers={"authorization": f"Bearer {ADMIN_KEY}"},
+            ).text,
+            http.post(
+                "/v1/router/explain", json={"messages": HELLO}, headers={"authorization": f"Bearer {ADMIN_KEY}"}
+            ).text,
             http.get("/v1/models", headers={"authorization": f"Bearer {ADMIN_KEY}"}).text,
             http.get("/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}).text,
         ]

@@ -15,7 +15,10 @@ from tests.harness import RunningRouter, write_policy
 HELLO = [{"role": "user", "content": "hi"}]
 WEATHER_TOOL = {
     "type": "function",
-    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
 }
 
 
@@ -56,7 +59,9 @@ def client(router):
 
 
 def test_json_is_translated_both_ways(client, anthropic):
-    raw = client.chat.completions.with_raw_response.create(model="standard", messages=[{"role": "system", "content": "Be brief."}, *HELLO], max_tokens=50)
+    raw = client.chat.completions.with_raw_response.create(
+        model="standard", messages=[{"role": "system", "content": "Be brief."}, *HELLO], max_tokens=50
+    )
     completion = raw.parse()
     assert completion.model == "claude-haiku-4-5"
     assert completion.choices[0].message.content == "Hello from claude-haiku-4-5."
@@ -70,7 +75,11 @@ def test_json_is_translated_both_ways(client, anthropic):
 
 
 def test_stream_is_translated_with_usage(client, anthropic):
-    chunks = list(client.chat.completions.create(model="standard", messages=HELLO, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="standard", messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Hello from claude-haiku-4-5."
     usage = [c for c in chunks if c.usage is not None]

@@ -29,14 +29,20 @@ def test_make_run_from_a_fresh_clone_answers_the_sdk(tmp_path: Path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=120)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEYS and not k.startswith(("ROUTER_", "VIRTUAL_ENV"))}
+    env = {
+        k: v for k, v in os.environ.items() if k not in PROVIDER_KEYS and not k.startswith(("ROUTER_", "VIRTUAL_ENV"))
+    }
     env["ROUTER_PORT"] = str(port)
     log = (tmp_path / "run.log").open("w+")
-    process = subprocess.Popen(["make", "run"], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        ["make", "run"], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         _wait_healthy(port, process, deadline_s=600)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-        raw = client.chat.completions.with_raw_response.create(model="standard", messages=[{"role": "user", "content": "Hello?"}])
+        raw = client.chat.completions.with_raw_response.create(
+            model="standard", messages=[{"role": "user", "content": "Hello?"}]
+        )
         completion = raw.parse()
         assert raw.headers["x-router-provider"] == "sim"
         assert completion.choices[0].message.content

@@ -70,7 +70,9 @@ def test_a_valid_edit_is_picked_up_within_two_seconds(tmp_path, upstream):
         time.sleep(0.3)  # the watcher is up
         replace_file(path, policy_text(upstream.base_url, "model-b"))
         elapsed = wait_for(lambda: "model-b" in model_names(router), timeout_s=5)
-        answer = openai.OpenAI(base_url=router.base_url, api_key="x", max_retries=0).chat.completions.create(model="standard", messages=HELLO)
+        answer = openai.OpenAI(base_url=router.base_url, api_key="x", max_retries=0).chat.completions.create(
+            model="standard", messages=HELLO
+        )
         samples = scrape(router.url)
     assert elapsed < 2.0
     assert answer.model == "model-b"
@@ -85,9 +87,15 @@ def test_a_broken_edit_is_rejected_and_the_old_policy_keeps_answering(tmp_path, 
     path.write_text(policy_text(upstream.base_url, "model-a"))
     with RunningRouter(path) as router:
         time.sleep(0.3)
-        replace_file(path, policy_text(upstream.base_url, "model-b").replace("tier: standard, price", "tier: gold, price"))
-        wait_for(lambda: metric_sum(scrape(router.url), "router_policy_reloads_total", result="failure") >= 1, timeout_s=5)
-        answer = openai.OpenAI(base_url=router.base_url, api_key="x", max_retries=0).chat.completions.create(model="standard", messages=HELLO)
+        replace_file(
+            path, policy_text(upstream.base_url, "model-b").replace("tier: standard, price", "tier: gold, price")
+        )
+        wait_for(
+            lambda: metric_sum(scrape(router.url), "router_policy_reloads_total", result="failure") >= 1, timeout_s=5
+        )
+        answer = openai.OpenAI(base_url=router.base_url, api_key="x", max_retries=0).chat.completions.create(
+            model="standard", messages=HELLO
+        )
     assert answer.model == "model-a"
     errors = [e for r in caplog.records for e in getattr(r, "errors", [])]
     assert errors == [f"{path}:6 models.model-b.tier: unknown tier 'gold' (tiers: standard)"]
@@ -145,7 +153,9 @@ def test_a_stream_in_flight_finishes_on_the_policy_it_started_with(tmp_path, ups
     upstream.script(Reply(content="one two three four five six", chunk_delay_s=0.3))
     with RunningRouter(path) as router:
         time.sleep(0.3)
-        with httpx.stream("POST", f"{router.base_url}/chat/completions", json={"messages": HELLO, "stream": True}, timeout=30) as response:
+        with httpx.stream(
+            "POST", f"{router.base_url}/chat/completions", json={"messages": HELLO, "stream": True}, timeout=30
+        ) as response:
             lines = response.iter_lines()
             next(lines)
             replace_file(path, policy_text(upstream.base_url, "model-b"))
@@ -161,6 +171,7 @@ def test_admin_reload_endpoint(tmp_path, upstream):
     path = tmp_path / "policy.yaml"
     path.write_text(policy_text(upstream.base_url, "model-a", keys=True))
     with RunningRouter(path, watch_policy=False) as router:
+
         def reload(key: str) -> httpx.Response:
             return httpx.post(f"{router.url}/admin/reload", headers={"authorization": f"Bearer {key}"})
 
@@ -189,12 +200,19 @@ def test_sigterm_drains_readiness_and_lets_a_stream_finish(tmp_path, upstream):
     path.write_text(policy_text(upstream.base_url, "model-a"))
     port = free_port()
     env = {**os.environ, "ROUTER_DRAIN_DELAY_S": "1", "ROUTER_SHUTDOWN_GRACE_S": "20", "ROUTER_LOG_LEVEL": "warning"}
-    process = subprocess.Popen([sys.executable, "-m", "router", "serve", "--policy", str(path), "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "router", "serve", "--policy", str(path), "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _ready(base) == 200, timeout_s=20)
         upstream.script(Reply(content="a b c d e f g h", chunk_delay_s=0.4))
-        with httpx.stream("POST", f"{base}/v1/chat/completions", json={"messages": HELLO, "stream": True}, timeout=30) as response:
+        with httpx.stream(
+            "POST", f"{base}/v1/chat/completions", json={"messages": HELLO, "stream": True}, timeout=30
+        ) as response:
             lines = response.iter_lines()
             next(lines)
             process.send_signal(signal.SIGTERM)

@@ -115,19 +115,25 @@ def test_route_with_unknown_tier():
 
 
 def test_fallback_tier_below_the_route_tier():
-    assert errors("    tier: small\n    fallback_tier: standard\n", "    tier: standard\n    fallback_tier: small\n") == [
+    assert errors(
+        "    tier: small\n    fallback_tier: standard\n", "    tier: standard\n    fallback_tier: small\n"
+    ) == [
         "p.yaml:27 routes.cheap.fallback_tier: 'small' is below the route's tier 'standard'",
     ]
 
 
 def test_route_listing_an_unknown_model():
-    assert errors("  standard:\n    tier: standard\n", "  standard:\n    tier: standard\n    models: [gpt-4o, gpt-5o]\n") == [
+    assert errors(
+        "  standard:\n    tier: standard\n", "  standard:\n    tier: standard\n    models: [gpt-4o, gpt-5o]\n"
+    ) == [
         "p.yaml:25 routes.standard.models[1]: unknown model 'gpt-5o'",
     ]
 
 
 def test_route_named_like_a_model():
-    assert errors("  cheap:\n", "  gpt-4o:\n") == ["p.yaml:25 routes.gpt-4o: route 'gpt-4o' has the same name as a model"]
+    assert errors("  cheap:\n", "  gpt-4o:\n") == [
+        "p.yaml:25 routes.gpt-4o: route 'gpt-4o' has the same name as a model"
+    ]
 
 
 def test_duplicate_tier():
@@ -137,7 +143,10 @@ def test_duplicate_tier():
 
 
 def test_model_without_a_known_price_must_state_one():
-    (message,) = errors("    provider: sim\n    tier: small\n    price: {input: 0.0, output: 0.0}\n", "    provider: sim\n    tier: small\n")
+    (message,) = errors(
+        "    provider: sim\n    tier: small\n    price: {input: 0.0, output: 0.0}\n",
+        "    provider: sim\n    tier: small\n",
+    )
     assert message.startswith("p.yaml:17 models.local-model: no price known for 'local-model'")
     assert "state price: {input: USD per 1M tokens, output: USD per 1M tokens}" in message
 
@@ -149,7 +158,11 @@ def test_model_without_a_known_context_window_must_state_one():
 
 
 def test_yaml_overrides_the_model_map():
-    policy = load(GOOD.replace("    tier: frontier\n", "    tier: frontier\n    price: {input: 1, output: 2}\n    context_window: 1000\n"))
+    policy = load(
+        GOOD.replace(
+            "    tier: frontier\n", "    tier: frontier\n    price: {input: 1, output: 2}\n    context_window: 1000\n"
+        )
+    )
     assert policy.models["gpt-4o"].price.input == 1 and policy.models["gpt-4o"].context_window == 1000
     assert policy.models["gpt-4o"].price_source == "policy"
 
@@ -160,12 +173,19 @@ def test_negative_price():
 
 
 def test_unknown_capability():
-    (message,) = errors("    context_window: 8192\n", "    context_window: 8192\n    capabilities: [tools, telepathy]\n")
-    assert message.startswith("p.yaml:22 models.local-model.capabilities[1]: Input should be 'tools', 'vision' or 'json_schema'")
+    (message,) = errors(
+        "    context_window: 8192\n", "    context_window: 8192\n    capabilities: [tools, telepathy]\n"
+    )
+    assert message.startswith(
+        "p.yaml:22 models.local-model.capabilities[1]: Input should be 'tools', 'vision' or 'json_schema'"
+    )
 
 
 def test_unknown_catalog_entry():
-    assert errors("    provider: openai\n    tier: standard\n", "    provider: openai\n    tier: standard\n    catalog: openai/gpt-99\n") == [
+    assert errors(
+        "    provider: openai\n    tier: standard\n",
+        "    provider: openai\n    tier: standard\n    catalog: openai/gpt-99\n",
+    ) == [
         "p.yaml:17 models.gpt-4o-mini.catalog: 'openai/gpt-99' is not in litellm's model map",
     ]
 
@@ -186,7 +206,10 @@ def test_unset_variable_outside_providers_is_an_error():
 def test_variable_default_is_used_when_unset():
     policy = load(GOOD.replace("  timeout_s: 120\n", "  timeout_s: ${ROUTER_TEST_TIMEOUT:-33}\n"))
     assert policy.defaults.timeout_s == 33
-    policy = load(GOOD.replace("  timeout_s: 120\n", "  timeout_s: ${ROUTER_TEST_TIMEOUT:-33}\n"), env={**ENV, "ROUTER_TEST_TIMEOUT": "44"})
+    policy = load(
+        GOOD.replace("  timeout_s: 120\n", "  timeout_s: ${ROUTER_TEST_TIMEOUT:-33}\n"),
+        env={**ENV, "ROUTER_TEST_TIMEOUT": "44"},
+    )
     assert policy.defaults.timeout_s == 44
 
 
@@ -209,21 +232,30 @@ def test_simulated_provider_takes_no_url():
 
 
 def test_provider_cannot_set_the_authorization_header():
-    assert errors("    type: simulated\n", "    type: simulated\n  other:\n    type: openai\n    base_url: http://x\n    headers: {Authorization: x}\n") == [
+    assert errors(
+        "    type: simulated\n",
+        "    type: simulated\n  other:\n    type: openai\n    base_url: http://x\n    headers: {Authorization: x}\n",
+    ) == [
         "p.yaml:13 providers.other.headers.Authorization: this header is set by the proxy and cannot be configured",
     ]
 
 
 def test_default_route_must_exist():
-    assert errors("  route: standard\n", "  route: premium\n") == ["p.yaml:33 defaults.route: unknown route 'premium' (routes: cheap, standard)"]
+    assert errors("  route: standard\n", "  route: premium\n") == [
+        "p.yaml:33 defaults.route: unknown route 'premium' (routes: cheap, standard)"
+    ]
 
 
 def test_baseline_model_must_exist():
-    assert errors("  baseline_model: gpt-4o\n", "  baseline_model: gpt-5o\n") == ["p.yaml:37 defaults.baseline_model: unknown model 'gpt-5o'"]
+    assert errors("  baseline_model: gpt-4o\n", "  baseline_model: gpt-5o\n") == [
+        "p.yaml:37 defaults.baseline_model: unknown model 'gpt-5o'"
+    ]
 
 
 def test_ttft_timeout_cannot_exceed_total_timeout():
-    assert errors("  ttft_timeout_s: 20\n", "  ttft_timeout_s: 500\n") == ["p.yaml:35 defaults.ttft_timeout_s: must not exceed timeout_s"]
+    assert errors("  ttft_timeout_s: 20\n", "  ttft_timeout_s: 500\n") == [
+        "p.yaml:35 defaults.ttft_timeout_s: must not exceed timeout_s"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -256,7 +288,9 @@ def test_rule_with_unknown_tier():
 
 
 def test_rule_on_unknown_route():
-    assert errors("{prompt_tokens: {gt: 30000}}", "{route: [standard, nope]}") == ["p.yaml:30 rules[0].when.route[1]: unknown route 'nope'"]
+    assert errors("{prompt_tokens: {gt: 30000}}", "{route: [standard, nope]}") == [
+        "p.yaml:30 rules[0].when.route[1]: unknown route 'nope'"
+    ]
 
 
 def test_wrong_version():
@@ -273,10 +307,20 @@ OTHER_DIGEST = "sha256:" + "cd" * 32
 
 
 def test_keys_load_as_digests_with_their_permissions():
-    text = GOOD.replace("defaults:\n", f"keys:\n  - {{hash: '{DIGEST}', name: web-app, team: web, routes: [standard], budget: {{usd: 50, per: day}}, limits: {{rpm: 600, tpm: 200000}}}}\nteams:\n  web: {{budget: {{usd: 500, per: month}}}}\ndefaults:\n")
+    text = GOOD.replace(
+        "defaults:\n",
+        f"keys:\n  - {{hash: '{DIGEST}', name: web-app, team: web, routes: [standard], budget: {{usd: 50, per: day}}, limits: {{rpm: 600, tpm: 200000}}}}\nteams:\n  web: {{budget: {{usd: 500, per: month}}}}\ndefaults:\n",
+    )
     policy = load(text)
     key = policy.keys["ab" * 32]
-    assert (key.name, key.team, key.rpm, key.tpm, key.budget.usd, key.budget.per) == ("web-app", "web", 600, 200000, 50, "day")
+    assert (key.name, key.team, key.rpm, key.tpm, key.budget.usd, key.budget.per) == (
+        "web-app",
+        "web",
+        600,
+        200000,
+        50,
+        "day",
+    )
     assert key.routes == {"standard"} and key.allow_tier_override is False
     assert policy.team_budgets["web"].per == "month"
     assert "ab" * 32 not in repr(key)
@@ -288,22 +332,31 @@ def test_a_key_hash_must_be_a_sha256_digest():
 
 
 def test_duplicate_key_names():
-    (message,) = errors("defaults:\n", f"keys: [{{hash: '{DIGEST}', name: a, team: b}}, {{hash: '{OTHER_DIGEST}', name: a, team: b}}]\ndefaults:\n")
+    (message,) = errors(
+        "defaults:\n",
+        f"keys: [{{hash: '{DIGEST}', name: a, team: b}}, {{hash: '{OTHER_DIGEST}', name: a, team: b}}]\ndefaults:\n",
+    )
     assert message == "p.yaml:32 keys[1].name: duplicate key name 'a'"
 
 
 def test_key_with_unknown_route():
-    (message,) = errors("defaults:\n", f"keys: [{{hash: '{DIGEST}', name: a, team: b, routes: [standard, gold]}}]\ndefaults:\n")
+    (message,) = errors(
+        "defaults:\n", f"keys: [{{hash: '{DIGEST}', name: a, team: b, routes: [standard, gold]}}]\ndefaults:\n"
+    )
     assert message == "p.yaml:32 keys[0].routes[1]: unknown route 'gold'"
 
 
 def test_budget_period_is_day_or_month():
-    (message,) = errors("defaults:\n", f"keys: [{{hash: '{DIGEST}', name: a, team: b, budget: {{usd: 5, per: week}}}}]\ndefaults:\n")
+    (message,) = errors(
+        "defaults:\n", f"keys: [{{hash: '{DIGEST}', name: a, team: b, budget: {{usd: 5, per: week}}}}]\ndefaults:\n"
+    )
     assert message.startswith("p.yaml:32 keys[0].budget.per: Input should be 'day' or 'month'")
 
 
 def test_every_error_is_reported_at_once():
-    text = GOOD.replace("    tier: frontier\n", "    tier: frontiers\n").replace("    provider: sim\n", "    provider: sims\n")
+    text = GOOD.replace("    tier: frontier\n", "    tier: frontiers\n").replace(
+        "    provider: sim\n", "    provider: sims\n"
+    )
     with pytest.raises(PolicyError) as info:
         load(text)
     assert len(info.value.errors) == 2
@@ -341,7 +394,9 @@ def test_shipped_policies_load(name):
 
 
 def test_gpu_hour_price_and_a_token_price_are_exclusive():
-    (message,) = errors("    price: {input: 0.0, output: 0.0}\n", "    price: {input: 0.0, output: 0.0}\n    gpu_hour_usd: 2.5\n")
+    (message,) = errors(
+        "    price: {input: 0.0, output: 0.0}\n", "    price: {input: 0.0, output: 0.0}\n    gpu_hour_usd: 2.5\n"
+    )
     assert message == "p.yaml:21 models.local-model.gpu_hour_usd: state either price or gpu_hour_usd, not both"
 
 

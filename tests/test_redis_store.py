@@ -183,7 +183,9 @@ async def test_only_one_of_many_concurrent_claimers_gets_the_probe(stores):
     a, b = stores
     now = time.time()
     assert (await a.record_failure("m1", now, immediate=True, total_models=4)).state(now) == "open"
-    assert all(await asyncio.gather(*[(a, b)[i % 2].claim_probe("m1", now) for i in range(10)]))  # open: no probe to claim
+    assert all(
+        await asyncio.gather(*[(a, b)[i % 2].claim_probe("m1", now) for i in range(10)])
+    )  # open: no probe to claim
     later = now + 1.5  # half-open
     claims = await asyncio.gather(*[(a, b)[i % 2].claim_probe("m1", later) for i in range(50)])
     assert sum(claims) == 1
@@ -247,8 +249,8 @@ async def test_cache_is_shared_and_expires(stores, server):
     a, b = stores
     key = "ab" * 32
     assert await a.cache_get(key) is None
-    await a.cache_put(key, b"\x00{\"v\": 1}", 1)
-    assert await b.cache_get(key) == b"\x00{\"v\": 1}"
+    await a.cache_put(key, b'\x00{"v": 1}', 1)
+    assert await b.cache_get(key) == b'\x00{"v": 1}'
     admin = admin_client(server)
     assert 0 < admin.ttl(f"tr:cache:{key}") <= 1
     admin.close()
@@ -319,7 +321,9 @@ async def test_a_restart_between_calls_costs_no_failed_call(server):
         await asyncio.gather(*[store.reserve(SCOPE, f"w{i}", 1, 60) for i in range(30)])  # 30 pooled connections
         server.restart()
         await asyncio.sleep(0.1)
-        results = await asyncio.gather(*[store.reserve(SCOPE, f"n{i}", 1, 60) for i in range(30)])  # stale ones replaced
+        results = await asyncio.gather(
+            *[store.reserve(SCOPE, f"n{i}", 1, 60) for i in range(30)]
+        )  # stale ones replaced
         assert all(r.admitted for r in results)
     finally:
         await store.aclose()
@@ -441,7 +445,14 @@ def _comparable(answer):  # type: ignore[no-untyped-def]
     """Rate decisions compared exactly on admission, closely on the clock-derived numbers."""
     if not hasattr(answer, "retry_after_s"):
         return answer
-    return (answer.admitted, answer.remaining_requests, answer.remaining_tokens, answer.retry_after_s, answer.reset_requests_s, answer.reset_tokens_s)
+    return (
+        answer.admitted,
+        answer.remaining_requests,
+        answer.remaining_tokens,
+        answer.retry_after_s,
+        answer.reset_requests_s,
+        answer.reset_tokens_s,
+    )
 
 
 async def test_memory_and_redis_stores_give_the_same_answers(stores):
@@ -449,16 +460,22 @@ async def test_memory_and_redis_stores_give_the_same_answers(stores):
     expected = await _scripted(MemoryStateStore(CIRCUIT))
     got = await _scripted(redis_store)
     assert len(got) == len(expected)
-    for i, (mine, reference) in enumerate(zip(got, expected)):
+    for i, (mine, reference) in enumerate(zip(got, expected, strict=False)):
         mine, reference = _comparable(mine), _comparable(reference)
         if isinstance(mine, tuple) and len(mine) == 6:
             assert mine[0] == reference[0], f"step {i}: {mine} != {reference}"
-            for m, r in zip(mine[1:3], reference[1:3]):  # floor() at a boundary may round either way
+            for m, r in zip(mine[1:3], reference[1:3], strict=False):  # floor() at a boundary may round either way
                 assert abs(m - r) <= 1, f"step {i}: {mine} != {reference}"
             assert mine[3:] == pytest.approx(reference[3:], abs=0.05), f"step {i}: {mine} != {reference}"
         else:
             assert mine == reference, f"step {i}: {mine} != {reference}"
-    assert [a for a in expected[:5]] == [Reservation(True, 0, 700), Reservation(False, 0, 700), True, False, Reservation(True, 650, 350)]
+    assert [a for a in expected[:5]] == [
+        Reservation(True, 0, 700),
+        Reservation(False, 0, 700),
+        True,
+        False,
+        Reservation(True, 650, 350),
+    ]
 
 
 async def test_memory_and_redis_stores_agree_on_circuit_transitions(stores):

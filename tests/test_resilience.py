@@ -75,17 +75,15 @@ def test_retry_after_as_an_http_date(tmp_path, upstream):
     from email.utils import formatdate
 
     upstream.script(ErrorReply(429, headers={"retry-after": formatdate(time.time() + 60, usegmt=True)}))
-    with start(tmp_path, upstream) as router:
-        with pytest.raises(openai.RateLimitError) as info:
-            sdk(router).chat.completions.create(model="standard", messages=HELLO)
+    with start(tmp_path, upstream) as router, pytest.raises(openai.RateLimitError) as info:
+        sdk(router).chat.completions.create(model="standard", messages=HELLO)
     assert 58 <= int(info.value.response.headers["retry-after"]) <= 60
 
 
 def test_400_is_not_retried(tmp_path, upstream):
     upstream.script(ErrorReply(400))
-    with start(tmp_path, upstream) as router:
-        with pytest.raises(openai.BadRequestError):
-            sdk(router).chat.completions.create(model="standard", messages=HELLO)
+    with start(tmp_path, upstream) as router, pytest.raises(openai.BadRequestError):
+        sdk(router).chat.completions.create(model="standard", messages=HELLO)
     assert len(upstream.chat_requests) == 1
 
 
@@ -94,7 +92,9 @@ def test_upstream_401_is_502_and_the_model_is_taken_out(tmp_path, upstream):
     with start(tmp_path, upstream) as router:
         with pytest.raises(openai.InternalServerError) as info:
             sdk(router).chat.completions.create(model="standard", messages=HELLO)
-        explained = httpx.post(f"{router.base_url}/router/explain", json={"model": "standard", "messages": HELLO}).json()
+        explained = httpx.post(
+            f"{router.base_url}/router/explain", json={"model": "standard", "messages": HELLO}
+        ).json()
         samples = scrape(router.url)
     assert info.value.status_code == 502 and info.value.code == "upstream_auth_error"
     assert len(upstream.chat_requests) == 1  # a refused key is not retried
@@ -105,9 +105,13 @@ def test_upstream_401_is_502_and_the_model_is_taken_out(tmp_path, upstream):
 
 def test_reset_after_the_first_chunk_ends_with_an_in_band_error_and_done(tmp_path, upstream):
     upstream.script(StreamThenReset(chunks_before_reset=2))
-    with start(tmp_path, upstream) as router:
-        with httpx.stream("POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}) as response:
-            body = response.read().decode()
+    with (
+        start(tmp_path, upstream) as router,
+        httpx.stream(
+            "POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}
+        ) as response,
+    ):
+        body = response.read().decode()
     events = [e.removeprefix("data: ") for e in body.split("\n\n") if e]
     assert response.status_code == 200
     assert events[-1] == "[DONE]"
@@ -118,16 +122,22 @@ def test_reset_after_the_first_chunk_ends_with_an_in_band_error_and_done(tmp_pat
 
 def test_the_sdk_sees_a_mid_stream_failure_as_an_error(tmp_path, upstream):
     upstream.script(StreamThenReset(chunks_before_reset=2))
-    with start(tmp_path, upstream) as router:
-        with pytest.raises(openai.APIError):
-            list(sdk(router).chat.completions.create(model="standard", messages=HELLO, stream=True))
+    with start(tmp_path, upstream) as router, pytest.raises(openai.APIError):
+        list(sdk(router).chat.completions.create(model="standard", messages=HELLO, stream=True))
 
 
 def test_idle_timeout_mid_stream(tmp_path, upstream):
     upstream.script(Reply(chunk_delay_s=1.0))
-    with start(tmp_path, upstream, model_timeouts="idle_timeout_s: 0.6, ttft_timeout_s: 3") as router:
-        with httpx.stream("POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}, timeout=10) as response:
-            body = response.read().decode()
+    with (
+        start(tmp_path, upstream, model_timeouts="idle_timeout_s: 0.6, ttft_timeout_s: 3") as router,
+        httpx.stream(
+            "POST",
+            f"{router.base_url}/chat/completions",
+            json={"model": "standard", "messages": HELLO, "stream": True},
+            timeout=10,
+        ) as response,
+    ):
+        body = response.read().decode()
     assert "idle_timeout" in body and body.endswith("data: [DONE]\n\n")
 
 
@@ -141,7 +151,9 @@ def test_long_generation_completes_when_timeouts_allow(tmp_path, upstream):
 def test_client_disconnect_mid_stream_cancels_upstream_within_a_second(tmp_path, upstream):
     upstream.script(Reply(chunk_delay_s=0.5))
     with start(tmp_path, upstream) as router:
-        with httpx.stream("POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}) as response:
+        with httpx.stream(
+            "POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}
+        ) as response:
             next(response.iter_bytes())
         closed_at = time.monotonic()
         assert upstream.wait_for_disconnects(1, timeout=3)
@@ -154,7 +166,9 @@ def test_client_disconnect_during_a_non_stream_call_cancels_upstream(tmp_path, u
     upstream.script(Hang(10))
     with start(tmp_path, upstream, timeout_s=30) as router:
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO}, timeout=0.5)
+            httpx.post(
+                f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO}, timeout=0.5
+            )
         closed_at = time.monotonic()
         assert upstream.wait_for_disconnects(1, timeout=3)
     assert upstream.disconnect_times[0] - closed_at < 1.0
@@ -163,8 +177,12 @@ def test_client_disconnect_during_a_non_stream_call_cancels_upstream(tmp_path, u
 @pytest.mark.parametrize(
     "reply",
     [
-        ErrorReply(502, b"<html><body><h1>502 Bad Gateway</h1>nginx at http://10.0.0.7</body></html>", content_type="text/html"),
-        RawReply(200, b'{"id": "chatcmpl-1", "choices": [{"message": {"content": "tru', content_type="application/json"),
+        ErrorReply(
+            502, b"<html><body><h1>502 Bad Gateway</h1>nginx at http://10.0.0.7</body></html>", content_type="text/html"
+        ),
+        RawReply(
+            200, b'{"id": "chatcmpl-1", "choices": [{"message": {"content": "tru', content_type="application/json"
+        ),
         RawReply(200, b'data: {"id": "x"}\n\ndata: [DONE]\n\n', content_type="text/event-stream"),
         ErrorReply(500, b"Internal Server Error", content_type="text/plain"),
         ErrorReply(500, {"detail": "CUDA out of memory"}),
@@ -174,7 +192,9 @@ def test_client_disconnect_during_a_non_stream_call_cancels_upstream(tmp_path, u
 def test_unreadable_upstream_answers_become_a_clean_502(tmp_path, upstream, reply):
     upstream.script(*[reply] * 3)
     with start(tmp_path, upstream) as router:
-        response = httpx.post(f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO}, timeout=10)
+        response = httpx.post(
+            f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO}, timeout=10
+        )
     assert response.status_code == 502
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -204,7 +224,11 @@ def test_a_model_is_ejected_after_repeated_failures_and_restored_by_a_probe(tmp_
 def test_local_server_stream_without_usage_is_estimated_and_the_client_still_gets_usage(tmp_path, upstream):
     upstream.script(StreamWithoutUsage())
     with start(tmp_path, upstream) as router:
-        chunks = list(sdk(router).chat.completions.create(model="standard", messages=HELLO, stream=True, stream_options={"include_usage": True}))
+        chunks = list(
+            sdk(router).chat.completions.create(
+                model="standard", messages=HELLO, stream=True, stream_options={"include_usage": True}
+            )
+        )
         samples = scrape(router.url)
     usage_chunks = [c for c in chunks if c.usage is not None]
     assert len(usage_chunks) == 1 and usage_chunks[0].choices == []
@@ -215,9 +239,13 @@ def test_local_server_stream_without_usage_is_estimated_and_the_client_still_get
 
 def test_local_server_stream_without_done_still_ends_cleanly(tmp_path, upstream):
     upstream.script(StreamWithoutDone())
-    with start(tmp_path, upstream) as router:
-        with httpx.stream("POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}) as response:
-            body = response.read().decode()
+    with (
+        start(tmp_path, upstream) as router,
+        httpx.stream(
+            "POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}
+        ) as response,
+    ):
+        body = response.read().decode()
     assert body.endswith("data: [DONE]\n\n") and '"error"' not in body
 
 
@@ -332,17 +360,47 @@ class DroppingLocalServer:
                         return
                     request += data
                 head, _, body = request.partition(b"\r\n\r\n")
-                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), b"0"))
+                length = int(
+                    next(
+                        (
+                            line.split(b":")[1]
+                            for line in head.split(b"\r\n")
+                            if line.lower().startswith(b"content-length")
+                        ),
+                        b"0",
+                    )
+                )
                 while len(body) < length:
                     body += conn.recv(65536)
                 if number == 1 and index == 0:
                     text = b"CUDA error: out of memory"
-                    conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\nContent-Length: " + str(len(text)).encode() + b"\r\n\r\n" + text)
+                    conn.sendall(
+                        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\nContent-Length: "
+                        + str(len(text)).encode()
+                        + b"\r\n\r\n"
+                        + text
+                    )
                     continue
                 if number == 1:
                     return  # the next request on the kept-alive connection: dropped, no answer
-                answer = json_module.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "llama", "choices": [{"index": 0, "message": {"role": "assistant", "content": "fresh"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + str(len(answer)).encode() + b"\r\n\r\n" + answer)
+                answer = json_module.dumps(
+                    {
+                        "id": "c",
+                        "object": "chat.completion",
+                        "created": 1,
+                        "model": "llama",
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": "fresh"}, "finish_reason": "stop"}
+                        ],
+                        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                    }
+                ).encode()
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                    + str(len(answer)).encode()
+                    + b"\r\n\r\n"
+                    + answer
+                )
 
     def close(self) -> None:
         self.listener.close()
@@ -370,12 +428,16 @@ def test_a_storm_of_failures_logs_a_line_per_second_not_per_request_and_health_s
 
     caplog.set_level(logging.WARNING, logger="router.dispatch")
     upstream.script(*[ErrorReply(500)] * 60)
-    with start(tmp_path, upstream, retries=0, eject_after_failures=1000) as router:
-        with httpx.Client(base_url=router.base_url, timeout=10) as http:
-            statuses = [http.post("/chat/completions", json={"model": "standard", "messages": HELLO}).status_code for _ in range(60)]
-            started = time.monotonic()
-            health = httpx.get(f"{router.url}/healthz", timeout=2)
-            health_s = time.monotonic() - started
+    with (
+        start(tmp_path, upstream, retries=0, eject_after_failures=1000) as router,
+        httpx.Client(base_url=router.base_url, timeout=10) as http,
+    ):
+        statuses = [
+            http.post("/chat/completions", json={"model": "standard", "messages": HELLO}).status_code for _ in range(60)
+        ]
+        started = time.monotonic()
+        health = httpx.get(f"{router.url}/healthz", timeout=2)
+        health_s = time.monotonic() - started
     failure_lines = [r for r in caplog.records if r.getMessage() == "upstream attempt failed"]
     assert statuses == [502] * 60
     assert 1 <= len(failure_lines) <= 5
@@ -391,6 +453,8 @@ def test_junk_model_names_and_keys_add_no_metric_series(client, router):
     for i in range(200):
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(model=f"junk-model-{i}", messages=HELLO)
-        openai.OpenAI(base_url=router.base_url, api_key=f"sk-junk-{i}", max_retries=0).chat.completions.create(model="standard", messages=HELLO)
+        openai.OpenAI(base_url=router.base_url, api_key=f"sk-junk-{i}", max_retries=0).chat.completions.create(
+            model="standard", messages=HELLO
+        )
     after = series()
     assert after == before

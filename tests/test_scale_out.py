@@ -28,19 +28,41 @@ def test_two_replicas_behind_nginx_share_traffic_budget_and_policy(tmp_path):
                 auth = {"authorization": f"Bearer {LIMITED_KEY}"}
                 with httpx.Client(base_url=nginx.url, headers=auth, timeout=10) as http:
                     plain = [http.post("/v1/chat/completions", json={"messages": HELLO}) for _ in range(20)]
-                    with http.stream("POST", "/v1/chat/completions", json={"messages": HELLO, "stream": True}) as response:
+                    with http.stream(
+                        "POST", "/v1/chat/completions", json={"messages": HELLO, "stream": True}
+                    ) as response:
                         streamed = response.read().decode()
 
                 with ThreadPoolExecutor(max_workers=30) as pool:
-                    budgeted = list(pool.map(lambda _: httpx.post(f"{nginx.url}/v1/chat/completions", json={"messages": HELLO}, headers={"authorization": f"Bearer {BUDGET_KEY}"}, timeout=10), range(30)))
+                    budgeted = list(
+                        pool.map(
+                            lambda _: httpx.post(
+                                f"{nginx.url}/v1/chat/completions",
+                                json={"messages": HELLO},
+                                headers={"authorization": f"Bearer {BUDGET_KEY}"},
+                                timeout=10,
+                            ),
+                            range(30),
+                        )
+                    )
 
-                edited = policy.read_text().replace("routes: {standard: {tier: standard}}", "routes: {standard: {tier: standard}, everyday: {tier: standard}}")
+                edited = policy.read_text().replace(
+                    "routes: {standard: {tier: standard}}",
+                    "routes: {standard: {tier: standard}, everyday: {tier: standard}}",
+                )
                 temporary = tmp_path / "policy.tmp"
                 temporary.write_text(edited)
                 os.replace(temporary, policy)
                 for replica in replicas:
-                    wait_until(lambda r=replica: "everyday" in _model_ids(r.url, auth), 5, f"replica {replica.port} to reload")
-                through_nginx = httpx.post(f"{nginx.url}/v1/chat/completions", json={"model": "everyday", "messages": HELLO}, headers=auth, timeout=10)
+                    wait_until(
+                        lambda r=replica: "everyday" in _model_ids(r.url, auth), 5, f"replica {replica.port} to reload"
+                    )
+                through_nginx = httpx.post(
+                    f"{nginx.url}/v1/chat/completions",
+                    json={"model": "everyday", "messages": HELLO},
+                    headers=auth,
+                    timeout=10,
+                )
         finally:
             for replica in replicas:
                 replica.stop()

@@ -38,8 +38,14 @@ def test_non_stream_answer_names_the_model_that_answered(client, upstream):
 
 def test_body_is_forwarded_with_only_the_model_replaced(client, upstream):
     client.chat.completions.create(
-        model="standard", messages=HELLO, temperature=0.3, seed=7, stop=["\n"], user="u1",
-        metadata={"team": "web"}, extra_body={"some_vendor_field": {"x": 1}},
+        model="standard",
+        messages=HELLO,
+        temperature=0.3,
+        seed=7,
+        stop=["\n"],
+        user="u1",
+        metadata={"team": "web"},
+        extra_body={"some_vendor_field": {"x": 1}},
     )
     sent = upstream.last_request
     assert sent.json["model"] == "gpt-4o-mini"
@@ -62,7 +68,9 @@ def test_stream_without_include_usage_hides_the_usage_chunk_but_proxy_asked_for_
 
 def test_stream_with_include_usage_ends_with_exactly_one_usage_chunk(client, upstream):
     chunks = list(
-        client.chat.completions.create(model="standard", messages=HELLO, stream=True, stream_options={"include_usage": True})
+        client.chat.completions.create(
+            model="standard", messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
     )
     usage_chunks = [c for c in chunks if c.usage is not None]
     assert len(usage_chunks) == 1 and usage_chunks[0] is chunks[-1]
@@ -71,7 +79,9 @@ def test_stream_with_include_usage_ends_with_exactly_one_usage_chunk(client, ups
 
 
 def test_stream_wire_format_is_sse_with_done(router, upstream):
-    with httpx.stream("POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}) as response:
+    with httpx.stream(
+        "POST", f"{router.base_url}/chat/completions", json={"model": "standard", "messages": HELLO, "stream": True}
+    ) as response:
         body = b"".join(response.iter_bytes())
         headers = response.headers
     assert headers["content-type"].startswith("text/event-stream")
@@ -141,14 +151,20 @@ class TestErrorsMapToSdkClasses:
         assert info.value.param == "messages"
 
     def test_client_supplied_api_base_is_refused_without_calling_upstream(self, client, upstream):
-        for field in ({"api_base": "http://evil"}, {"metadata": {"nested": {"api_key": "x"}}}, {"base_url": "http://evil"}):
+        for field in (
+            {"api_base": "http://evil"},
+            {"metadata": {"nested": {"api_key": "x"}}},
+            {"base_url": "http://evil"},
+        ):
             with pytest.raises(openai.BadRequestError) as info:
                 client.chat.completions.create(model="standard", messages=HELLO, extra_body=field)
             assert info.value.code == "forbidden_field"
         assert upstream.requests == []
 
     def test_field_names_inside_message_text_are_not_refused(self, client, upstream):
-        completion = client.chat.completions.create(model="standard", messages=[{"role": "user", "content": '"api_key"'}])
+        completion = client.chat.completions.create(
+            model="standard", messages=[{"role": "user", "content": '"api_key"'}]
+        )
         assert completion.model == "cheap-model"
 
     def test_body_over_the_limit_is_413(self, client, upstream):
@@ -160,7 +176,19 @@ class TestErrorsMapToSdkClasses:
         assert upstream.requests == []
 
     def test_upstream_400_comes_back_as_400_without_fallback(self, client, upstream):
-        upstream.script(ErrorReply(400, {"error": {"message": "context_length_exceeded", "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}))
+        upstream.script(
+            ErrorReply(
+                400,
+                {
+                    "error": {
+                        "message": "context_length_exceeded",
+                        "type": "invalid_request_error",
+                        "param": "messages",
+                        "code": "context_length_exceeded",
+                    }
+                },
+            )
+        )
         with pytest.raises(openai.BadRequestError) as info:
             client.chat.completions.create(model="standard", messages=HELLO)
         assert info.value.code == "context_length_exceeded"

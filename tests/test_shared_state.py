@@ -61,7 +61,12 @@ def two_replicas(policy_path, redis_url: str, **env: str) -> tuple[RouterProcess
 
 
 def post(url: str, key: str, timeout: float = 10) -> httpx.Response:
-    return httpx.post(f"{url}/v1/chat/completions", json={"messages": HELLO}, headers={"authorization": f"Bearer {key}"}, timeout=timeout)
+    return httpx.post(
+        f"{url}/v1/chat/completions",
+        json={"messages": HELLO},
+        headers={"authorization": f"Bearer {key}"},
+        timeout=timeout,
+    )
 
 
 def budget_usage(policy_path, redis_url: str):  # type: ignore[no-untyped-def]
@@ -129,12 +134,16 @@ def test_a_rate_limit_holds_across_two_replicas(tmp_path, redis_server, shared_u
     assert admitted <= rpm + rpm * elapsed / 60 + 1  # burst + rate × time
     assert admitted >= rpm
     assert len(limited) == len(responses) - admitted
-    assert all(r.headers["x-ratelimit-limit-requests"] == str(rpm) and int(r.headers["retry-after"]) >= 1 for r in limited)
+    assert all(
+        r.headers["x-ratelimit-limit-requests"] == str(rpm) and int(r.headers["retry-after"]) >= 1 for r in limited
+    )
 
 
 def test_redis_stopped_mid_traffic_follows_the_table_and_recovers(tmp_path, redis_server, shared_upstream):
     policy = write_policy(tmp_path, shared_policy(shared_upstream.base_url, rpm=600))
-    replica = RouterProcess(policy, env={"ROUTER_REDIS_URL": redis_server.url, "ROUTER_REDIS_TIMEOUT_MS": "200"}).start()
+    replica = RouterProcess(
+        policy, env={"ROUTER_REDIS_URL": redis_server.url, "ROUTER_REDIS_TIMEOUT_MS": "200"}
+    ).start()
     try:
         assert post(replica.url, BUDGET_KEY).status_code == 200
         redis_server.stop()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.routing import Route
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from router.errors import PermissionDenied
 from router.runtime import runtime_of

@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.routing import Route
 from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from router.accounting import RequestRecord
 from router.api.requests import check_chat_body, check_embedding_body, read_json_object, wants_usage
@@ -22,6 +22,7 @@ from router.policy.engine import Decision
 from router.policy.features import request_kind
 from router.policy.model import ClientKey
 from router.runtime import runtime_of
+
 
 def _gateway_and_key(request: Request) -> tuple[Gateway, ClientKey | None]:
     return request.state.gateway, getattr(request.state, "client_key", None)
@@ -107,7 +108,14 @@ def _json_response(answered: Answered, decision: Decision, record: RequestRecord
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
 
 
-def _stream_response(gateway: Gateway, answered: Answered, decision: Decision, record: RequestRecord, client_wants_usage: bool, extra: dict[str, str]) -> Response:
+def _stream_response(
+    gateway: Gateway,
+    answered: Answered,
+    decision: Decision,
+    record: RequestRecord,
+    client_wants_usage: bool,
+    extra: dict[str, str],
+) -> Response:
     async def finished(tally: StreamTally) -> None:
         record.usage, record.usage_estimated = tally.usage, tally.estimated
         record.upstream_s += tally.upstream_s
@@ -120,7 +128,15 @@ def _stream_response(gateway: Gateway, answered: Answered, decision: Decision, r
         await gateway.finish(record)
 
     timeouts = gateway.dispatcher.timeouts(decision.route, answered.model)
-    chunks = relay(answered.first_chunks, answered.stream, answered.model.name, client_wants_usage, timeouts, gateway.estimate_usage(record), finished)
+    chunks = relay(
+        answered.first_chunks,
+        answered.stream,
+        answered.model.name,
+        client_wants_usage,
+        timeouts,
+        gateway.estimate_usage(record),
+        finished,
+    )
     headers = {**_routing_headers(answered, decision, record), **SSE_HEADERS, **extra}
     return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
 

@@ -9,7 +9,15 @@ from starlette.requests import Request
 
 from router.errors import BodyTooLarge, InvalidRequest, UnsupportedMediaType
 
-FORBIDDEN_FIELDS = ("api_base", "base_url", "api_key", "organization", "extra_headers", "api_version", "custom_llm_provider")
+FORBIDDEN_FIELDS = (
+    "api_base",
+    "base_url",
+    "api_key",
+    "organization",
+    "extra_headers",
+    "api_version",
+    "custom_llm_provider",
+)
 _FORBIDDEN_MARKERS = tuple(f'"{name}"'.encode() for name in FORBIDDEN_FIELDS)
 MAX_FORBIDDEN_DEPTH = 64
 MAX_TOOLS = 128  # OpenAI's own limit
@@ -24,13 +32,17 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise BodyTooLarge(f"Request body is larger than the router's limit of {max_bytes / 1024 / 1024:g} MiB (ROUTER_MAX_BODY_MB).")
+            raise BodyTooLarge(
+                f"Request body is larger than the router's limit of {max_bytes / 1024 / 1024:g} MiB (ROUTER_MAX_BODY_MB)."
+            )
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"We could not parse the JSON body of your request ({exc.msg}). Send a JSON object.") from None
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request ({exc.msg}). Send a JSON object."
+        ) from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     _refuse_forbidden_fields(raw, body)
@@ -76,12 +88,16 @@ def check_chat_body(body: dict[str, Any], max_n: int) -> None:
     _check_model(body)
     messages = body.get("messages")
     if messages is None:
-        raise InvalidRequest("Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
+        raise InvalidRequest(
+            "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter"
+        )
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array of message objects.", param="messages")
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise InvalidRequest(f"messages[{index}] must be an object with a string 'role'.", param=f"messages[{index}]")
+            raise InvalidRequest(
+                f"messages[{index}] must be an object with a string 'role'.", param=f"messages[{index}]"
+            )
     if "stream" in body and not isinstance(body["stream"], bool) and body["stream"] is not None:
         raise InvalidRequest("'stream' must be a boolean.", param="stream")
     n = body.get("n")

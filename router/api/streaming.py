@@ -36,7 +36,7 @@ def sse(payload: dict[str, Any]) -> bytes:
 class StreamTally:
     """What the relay saw: usage, generated text (for estimates), upstream wait, outcome."""
 
-    __slots__ = ("usage", "estimated", "text", "upstream_s", "first_chunk_at", "outcome", "error_reason")
+    __slots__ = ("error_reason", "estimated", "first_chunk_at", "outcome", "text", "upstream_s", "usage")
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
@@ -65,7 +65,9 @@ async def relay(
         batch = list(first_chunks)
         while batch:
             last = batch[-1]
-            payload = b"".join(p for chunk in batch if (p := _client_chunk(chunk, model_name, client_wants_usage, tally)))
+            payload = b"".join(
+                p for chunk in batch if (p := _client_chunk(chunk, model_name, client_wants_usage, tally))
+            )
             if payload:
                 if tally.first_chunk_at is None:
                     tally.first_chunk_at = time.perf_counter()
@@ -77,8 +79,15 @@ async def relay(
             yield sse(_usage_chunk(last, model_name, tally.usage))
         yield DONE
     except UpstreamError as error:
-        tally.outcome, tally.error_reason = ("timeout" if error.reason in ("idle_timeout", "timeout") else "stream_error"), error.reason
-        failure_log.warning("upstream failed mid-stream", key=(model_name, error.reason), extra={"model": model_name, "reason": error.reason})
+        tally.outcome, tally.error_reason = (
+            ("timeout" if error.reason in ("idle_timeout", "timeout") else "stream_error"),
+            error.reason,
+        )
+        failure_log.warning(
+            "upstream failed mid-stream",
+            key=(model_name, error.reason),
+            extra={"model": model_name, "reason": error.reason},
+        )
         message = f"The upstream failed during the stream ({error.reason}); the answer is incomplete."
         yield sse(error_body(message, "upstream_error", None, error.reason))
         yield DONE
@@ -91,12 +100,16 @@ async def relay(
         await asyncio.shield(_close_and_finish(stream, tally, on_finish))
 
 
-async def _close_and_finish(stream: ChunkStream, tally: StreamTally, on_finish: Callable[[StreamTally], Awaitable[None]]) -> None:
+async def _close_and_finish(
+    stream: ChunkStream, tally: StreamTally, on_finish: Callable[[StreamTally], Awaitable[None]]
+) -> None:
     await stream.aclose()
     await on_finish(tally)
 
 
-async def _next_batch(stream: ChunkStream, iterator: AsyncIterator[dict[str, Any]], idle_s: float, deadline: float, tally: StreamTally) -> list[dict[str, Any]]:
+async def _next_batch(
+    stream: ChunkStream, iterator: AsyncIterator[dict[str, Any]], idle_s: float, deadline: float, tally: StreamTally
+) -> list[dict[str, Any]]:
     """The next chunk, waited for, and every chunk already read behind it (empty at the end)."""
     chunk = await _next_chunk(iterator, idle_s, deadline, tally)
     batch = []
@@ -109,7 +122,9 @@ async def _next_batch(stream: ChunkStream, iterator: AsyncIterator[dict[str, Any
     return batch
 
 
-async def _next_chunk(iterator: AsyncIterator[dict[str, Any]], idle_s: float, deadline: float, tally: StreamTally) -> dict[str, Any] | None:
+async def _next_chunk(
+    iterator: AsyncIterator[dict[str, Any]], idle_s: float, deadline: float, tally: StreamTally
+) -> dict[str, Any] | None:
     remaining = deadline - time.monotonic()
     limit = min(idle_s, remaining)
     started = time.perf_counter()
@@ -118,7 +133,10 @@ async def _next_chunk(iterator: AsyncIterator[dict[str, Any]], idle_s: float, de
             return await anext(iterator, None)
     except TimeoutError:
         reason = "idle_timeout" if idle_s < remaining else "timeout"
-        raise UpstreamError(reason, "no chunk within the idle timeout" if reason == "idle_timeout" else "stream exceeded the total timeout") from None
+        raise UpstreamError(
+            reason,
+            "no chunk within the idle timeout" if reason == "idle_timeout" else "stream exceeded the total timeout",
+        ) from None
     finally:
         tally.upstream_s += time.perf_counter() - started
 

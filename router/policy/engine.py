@@ -83,7 +83,12 @@ def decide(
             excluded.append(exclusion)
     latency = latency_s or {}
     candidates.sort(
-        key=lambda c: (c.model.name != target.pinned, c.estimated_cost_usd, latency.get(c.model.name, UNKNOWN_LATENCY), c.model.name)
+        key=lambda c: (
+            c.model.name != target.pinned,
+            c.estimated_cost_usd,
+            latency.get(c.model.name, UNKNOWN_LATENCY),
+            c.model.name,
+        )
     )
     return Decision(
         requested=requested or policy.defaults.route,
@@ -108,7 +113,13 @@ def valid_names(policy: Policy, kind: str = "chat") -> list[str]:
 def _resolve(policy: Policy, name: str, kind: str) -> _Target:
     route = policy.routes.get(name)
     if route is not None:
-        return _Target(route.name, route.tier_rank, route.ceiling_rank, route.models, reasons=(f"route '{name}' asks for tier '{route.tier}'",))
+        return _Target(
+            route.name,
+            route.tier_rank,
+            route.ceiling_rank,
+            route.models,
+            reasons=(f"route '{name}' asks for tier '{route.tier}'",),
+        )
     if name in policy.tiers:
         return _Target(name, policy.tier_rank(name), reasons=(f"tier '{name}' asked directly",))
     model = policy.models.get(name)
@@ -120,7 +131,11 @@ def _resolve(policy: Policy, name: str, kind: str) -> _Target:
             ceiling_rank=model.tier_rank,
             allowed=allowed,
             pinned=name,
-            reasons=(f"model '{name}' asked by name; fallback within tier '{model.tier}'" if allowed is None else f"model '{name}' asked by name",),
+            reasons=(
+                f"model '{name}' asked by name; fallback within tier '{model.tier}'"
+                if allowed is None
+                else f"model '{name}' asked by name",
+            ),
         )
     raise ModelNotFound(
         f"The model '{name}' does not exist on this router. Valid values: {', '.join(valid_names(policy, kind))}.",
@@ -158,7 +173,9 @@ def _apply_rules(rules: tuple[Rule, ...], target: _Target, features: RequestFeat
             reasons.append(f"rule '{rule.name}' restricted models to {', '.join(sorted(rule.set_models))}")
         if len(reasons) == len(target.reasons):
             reasons.append(f"rule '{rule.name}' matched; the tier was already '{rule.set_tier}' or better")
-        return _Target(target.route, tier_rank, min(target.ceiling_rank, tier_rank), allowed, target.pinned, tuple(reasons))
+        return _Target(
+            target.route, tier_rank, min(target.ceiling_rank, tier_rank), allowed, target.pinned, tuple(reasons)
+        )
     return target
 
 
@@ -185,7 +202,9 @@ def _exclusion(
     if reason:
         return Exclusion(model.name, reason, "request")
     if not provider.enabled:
-        return Exclusion(model.name, f"provider '{provider.name}' is disabled: {provider.disabled_reason}", "unavailable")
+        return Exclusion(
+            model.name, f"provider '{provider.name}' is disabled: {provider.disabled_reason}", "unavailable"
+        )
     if model.name in unavailable:
         return Exclusion(model.name, unavailable[model.name], "unavailable")
     return None

@@ -55,7 +55,9 @@ def features_for(kind: str, body: Mapping[str, Any], headers: Mapping[str, str])
 
 
 def embedding_features(body: Mapping[str, Any], headers: Mapping[str, str]) -> RequestFeatures:
-    return RequestFeatures(prompt_tokens=tokens.count_input(body.get("input")), requested_output_tokens=0, headers=headers)
+    return RequestFeatures(
+        prompt_tokens=tokens.count_input(body.get("input")), requested_output_tokens=0, headers=headers
+    )
 
 
 def _has_image(messages: list[Any]) -> bool:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import replace
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path as FilePath
 from typing import Any
 
@@ -219,13 +219,17 @@ class _Builder:
         others_enabled = any(p.enabled for p in providers.values() if not p.standby)
         for name, provider in providers.items():
             if provider.standby and provider.enabled and others_enabled:
-                providers[name] = replace(provider, enabled=False, disabled_reason="standby: another provider is enabled")
+                providers[name] = replace(
+                    provider, enabled=False, disabled_reason="standby: another provider is enabled"
+                )
 
     def _model(self, name: str, raw: RawModel, tiers: list[str], providers: dict[str, Provider]) -> Model | None:
         path: Path = ("models", name)
         ok = True
         if raw.provider not in providers:
-            self.error((*path, "provider"), f"unknown provider '{raw.provider}' (defined: {', '.join(sorted(providers))})")
+            self.error(
+                (*path, "provider"), f"unknown provider '{raw.provider}' (defined: {', '.join(sorted(providers))})"
+            )
             ok = False
         if raw.tier not in tiers:
             self.error((*path, "tier"), f"unknown tier '{raw.tier}' (tiers: {', '.join(tiers)})")
@@ -298,11 +302,19 @@ class _Builder:
             if model not in models:
                 self.error((*path, "models", index), f"unknown model '{model}'")
         return Route(
-            name, raw.tier, rank, ceiling, frozenset(raw.models) if raw.models else None, _timeouts(raw.timeouts), raw.retries,
+            name,
+            raw.tier,
+            rank,
+            ceiling,
+            frozenset(raw.models) if raw.models else None,
+            _timeouts(raw.timeouts),
+            raw.retries,
             raw.cache.ttl_s if raw.cache else None,
         )
 
-    def _check_route_names(self, routes: dict[str, Route | None], tiers: list[str], models: dict[str, RawModel]) -> None:
+    def _check_route_names(
+        self, routes: dict[str, Route | None], tiers: list[str], models: dict[str, RawModel]
+    ) -> None:
         for name in routes:
             if name in models:
                 self.error(("routes", name), f"route '{name}' has the same name as a model")
@@ -355,7 +367,12 @@ def _price_source(raw: RawModel, entry: catalog.CatalogEntry | None) -> str:
     return "policy" if raw.price else f"litellm:{entry.key if entry else '?'}"
 
 
-TIMEOUT_FIELDS = {"timeout_s": "total_s", "connect_timeout_s": "connect_s", "ttft_timeout_s": "ttft_s", "idle_timeout_s": "idle_s"}
+TIMEOUT_FIELDS = {
+    "timeout_s": "total_s",
+    "connect_timeout_s": "connect_s",
+    "ttft_timeout_s": "ttft_s",
+    "idle_timeout_s": "idle_s",
+}
 
 
 def _timeouts(raw: RawTimeouts | None) -> dict[str, float]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 PER_MILLION = 1_000_000
 
@@ -78,7 +78,6 @@ class Model:
     capabilities: frozenset[str]
     timeouts: Mapping[str, float] = field(default_factory=dict)
     gpu_hour_usd: float | None = None
-
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,7 +140,9 @@ class RawKey(Strict):
     @classmethod
     def _digest(cls, value: str) -> str:
         if not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
-            raise ValueError("must be 'sha256:' and 64 lowercase hex digits, as printed by `router keys new` (never the key itself)")
+            raise ValueError(
+                "must be 'sha256:' and 64 lowercase hex digits, as printed by `router keys new` (never the key itself)"
+            )
         return value
 
 

@@ -46,7 +46,7 @@ class UpstreamCall:
     model: Model
     body: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
-    timeouts: Timeouts = Timeouts(5.0, 20.0, 60.0, 120.0)
+    timeouts: Timeouts = field(default_factory=lambda: Timeouts(5.0, 20.0, 60.0, 120.0))
     request_id: str = ""
 
 

@@ -54,7 +54,9 @@ def error_from_status(status: int, body: bytes, retry_after: str | None) -> Upst
                 "code": _string((upstream_error or {}).get("code")),
             }
         }
-        return UpstreamError("client_error", str(message)[:MAX_MESSAGE_CHARS], status=status, retryable=False, client_body=client_body)
+        return UpstreamError(
+            "client_error", str(message)[:MAX_MESSAGE_CHARS], status=status, retryable=False, client_body=client_body
+        )
     return UpstreamError("server_error", f"upstream failed ({status})", status=status)
 
 

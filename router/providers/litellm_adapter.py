@@ -92,7 +92,9 @@ class LiteLLMAdapter:
                 message,
                 status=status,
                 retryable=False,
-                client_body={"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}},
+                client_body={
+                    "error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+                },
             )
         if error.reason == "rate_limited":
             error.retry_after_s = _retry_after(exc)

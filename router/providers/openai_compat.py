@@ -45,7 +45,9 @@ class OpenAICompatibleAdapter:
         response = await self._post("/chat/completions", body, call)
         try:
             if response.status != 200:
-                raise error_from_status(response.status, await _read_capped(response), response.headers.get("retry-after"))
+                raise error_from_status(
+                    response.status, await _read_capped(response), response.headers.get("retry-after")
+                )
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 raise UpstreamError("bad_response", "upstream answered a stream request without an event stream")
         except BaseException:
@@ -96,11 +98,15 @@ class OpenAICompatibleAdapter:
         data = orjson.dumps(body)
         try:
             try:
-                return await self.session.post(self.provider.base_url + path, data=data, headers=headers, timeout=timeout, allow_redirects=False)
+                return await self.session.post(
+                    self.provider.base_url + path, data=data, headers=headers, timeout=timeout, allow_redirects=False
+                )
             except aiohttp.ServerDisconnectedError:
                 # A pooled keep-alive connection the server had already dropped (local servers
                 # often close after an error): once more on a fresh connection, not a model failure.
-                return await self.session.post(self.provider.base_url + path, data=data, headers=headers, timeout=timeout, allow_redirects=False)
+                return await self.session.post(
+                    self.provider.base_url + path, data=data, headers=headers, timeout=timeout, allow_redirects=False
+                )
         except aiohttp.ServerTimeoutError:
             raise UpstreamError("connect_error", "connecting to the upstream timed out") from None
         except (aiohttp.ClientError, OSError):

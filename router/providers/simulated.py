@@ -24,10 +24,39 @@ from router.policy.model import Provider
 from router.providers.base import Completion, UpstreamCall, UpstreamError, Usage
 from router.providers.schema_example import example_for
 
-WORDS = (
-    "the router picked the cheapest model that meets your tier and this answer is simulated "
-    "so no provider was called while the cost and usage figures follow the real price list"
-).split()
+WORDS = [
+    "the",
+    "router",
+    "picked",
+    "the",
+    "cheapest",
+    "model",
+    "that",
+    "meets",
+    "your",
+    "tier",
+    "and",
+    "this",
+    "answer",
+    "is",
+    "simulated",
+    "so",
+    "no",
+    "provider",
+    "was",
+    "called",
+    "while",
+    "the",
+    "cost",
+    "and",
+    "usage",
+    "figures",
+    "follow",
+    "the",
+    "real",
+    "price",
+    "list",
+]
 DEFAULT_REPLY_TOKENS = 40
 EMBEDDING_DIMENSIONS = 256
 
@@ -129,9 +158,16 @@ class _Reply:
         if self.tool_call:
             function = self.tool_call["function"]
             arguments = function["arguments"]
-            first = {"index": 0, "id": self.tool_call["id"], "type": "function", "function": {"name": function["name"], "arguments": ""}}
+            first = {
+                "index": 0,
+                "id": self.tool_call["id"],
+                "type": "function",
+                "function": {"name": function["name"], "arguments": ""},
+            }
             pieces = [arguments[i : i + 8] for i in range(0, len(arguments), 8)]
-            return [{"tool_calls": [first]}] + [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in pieces]
+            return [{"tool_calls": [first]}] + [
+                {"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in pieces
+            ]
         words = (self.content or "").split(" ")
         return [{"content": w if i == 0 else " " + w} for i, w in enumerate(words)]
 
@@ -148,7 +184,16 @@ class SimulatedStream:
     async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
         reply = self.reply
         for index in range(reply.n):
-            yield reply.chunk([{"index": index, "delta": {"role": "assistant", "content": "" if not reply.tool_call else None}, "logprobs": None, "finish_reason": None}])
+            yield reply.chunk(
+                [
+                    {
+                        "index": index,
+                        "delta": {"role": "assistant", "content": "" if not reply.tool_call else None},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
         for delta in reply.deltas():
             await asyncio.sleep(self.delay_s)
             for index in range(reply.n):

@@ -76,6 +76,7 @@ class StateStore(Protocol):
     async def reserve(self, scope: BudgetScope, reservation_id: str, amount_micros: int, ttl_s: int) -> Reservation: ...
     async def settle(self, scope: BudgetScope, reservation_id: str, actual_micros: int) -> bool:
         """Charge ``actual_micros`` and drop the reservation; False if already settled."""
+
     async def release(self, scope: BudgetScope, reservation_id: str) -> None: ...
     async def budget_usage(self, scope: BudgetScope) -> Reservation:
         """Spent and currently reserved (expired reservations dropped)."""

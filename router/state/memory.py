@@ -57,7 +57,9 @@ class MemoryStateStore:
     async def record_failure(self, model: str, now: float, *, immediate: bool, total_models: int) -> ModelHealth:
         opened = sum(1 for h in self._health.values() if h.state(now) == "open")
         may_eject = (opened + 1) <= max(1, int(total_models * self.settings.max_ejected_share))
-        updated = circuit.on_failure(self._health.get(model, ModelHealth()), now, self.settings, may_eject=may_eject, immediate=immediate)
+        updated = circuit.on_failure(
+            self._health.get(model, ModelHealth()), now, self.settings, may_eject=may_eject, immediate=immediate
+        )
         self._health[model] = updated
         return updated
 
@@ -110,8 +112,13 @@ class MemoryStateStore:
     # rate limits --------------------------------------------------------------------------
     async def admit(self, limit: RateLimit, tokens: int) -> RateDecision:
         now = time.time()
-        checks = [(f"{limit.name}:rpm", 1, limit.requests_per_minute), (f"{limit.name}:tpm", tokens, limit.tokens_per_minute)]
-        results = [(key, gcra(self._tats.get(key), now, cost, rate)) if rate else (key, None) for key, cost, rate in checks]
+        checks = [
+            (f"{limit.name}:rpm", 1, limit.requests_per_minute),
+            (f"{limit.name}:tpm", tokens, limit.tokens_per_minute),
+        ]
+        results = [
+            (key, gcra(self._tats.get(key), now, cost, rate)) if rate else (key, None) for key, cost, rate in checks
+        ]
         admitted = all(r is None or r.admitted for _, r in results)
         if admitted:
             for key, result in results:

@@ -85,7 +85,9 @@ local function server_now()
 end
 """
 
-_BUDGET = _COMMON + """
+_BUDGET = (
+    _COMMON
+    + """
 local function drop_expired(res, exp, now)
   local gone = redis.call('ZRANGEBYSCORE', exp, '-inf', fmt(now))
   for _, id in ipairs(gone) do
@@ -104,9 +106,12 @@ local function keep(ttl, first, last)
   end
 end
 """
+)
 
 # KEYS spent res exp settled | ARGV id amount limit ttl_s window_ttl_s -> {admitted, spent, reserved}
-RESERVE = _BUDGET + """
+RESERVE = (
+    _BUDGET
+    + """
 local now = server_now()
 drop_expired(KEYS[2], KEYS[3], now)
 local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -118,9 +123,12 @@ redis.call('ZADD', KEYS[3], fmt(now + tonumber(ARGV[4])), ARGV[1])
 keep(ARGV[5], 1, 4)
 return {1, spent, reserved + amount}
 """
+)
 
 # KEYS spent res exp settled | ARGV id actual window_ttl_s -> 1 charged, 0 already settled
-SETTLE = _BUDGET + """
+SETTLE = (
+    _BUDGET
+    + """
 if redis.call('HSETNX', KEYS[4], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
@@ -128,6 +136,7 @@ redis.call('INCRBY', KEYS[1], ARGV[2])
 keep(ARGV[3], 1, 4)
 return 1
 """
+)
 
 # KEYS spent res exp settled | ARGV id
 RELEASE = """
@@ -137,15 +146,20 @@ return 1
 """
 
 # KEYS spent res exp settled -> {spent, reserved}
-USAGE = _BUDGET + """
+USAGE = (
+    _BUDGET
+    + """
 drop_expired(KEYS[2], KEYS[3], server_now())
 return {tonumber(redis.call('GET', KEYS[1]) or '0'), held(KEYS[2])}
 """
+)
 
 # GCRA exactly as router/state/gcra.py, over requests (cost 1) and tokens together.
 # KEYS rpm_tat tpm_tat | ARGV rpm tpm tokens
 # -> {admitted, retry_after_s, remaining_requests, remaining_tokens, reset_requests_s, reset_tokens_s}
-GCRA = _COMMON + """
+GCRA = (
+    _COMMON
+    + """
 local WINDOW = 60.0
 local now = server_now()
 local function check(key, rate, cost)
@@ -178,8 +192,11 @@ return {admitted and '1' or '0', fmt(retry),
         r and fmt(r[4]) or '-1', t and fmt(t[4]) or '-1',
         r and fmt(r[5]) or '0', t and fmt(t[5]) or '0'}
 """
+)
 
-_HEALTH = _COMMON + """
+_HEALTH = (
+    _COMMON
+    + """
 local function load(key)
   local v = redis.call('HMGET', key, 'consecutive_failures', 'ejections', 'open_until', 'cooldown_until', 'probe_until')
   return {tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0, tonumber(v[5]) or 0}
@@ -190,13 +207,18 @@ local function save(key, h)
   return {fmt(h[1]), fmt(h[2]), fmt(h[3]), fmt(h[4]), fmt(h[5])}
 end
 """
+)
 
 # KEYS health latency open | ARGV model latency_s ('' if none) -> health fields
-SUCCESS = _HEALTH + """
+SUCCESS = (
+    _HEALTH
+    + """
 if ARGV[2] ~= '' then
   local value = tonumber(ARGV[2])
   local previous = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '')
-  if previous ~= nil then value = previous + """ + repr(LATENCY_WEIGHT) + """ * (value - previous) end
+  if previous ~= nil then value = previous + """
+    + repr(LATENCY_WEIGHT)
+    + """ * (value - previous) end
   redis.call('HSET', KEYS[2], ARGV[1], fmt(value))
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'0', '0', '0', '0', '0'} end
@@ -204,12 +226,17 @@ local h = load(KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return save(KEYS[1], {0, 0, 0, h[4], 0})
 """
+)
 
 # KEYS health open | ARGV model now immediate threshold base_s max_s allowed_open -> health fields
-FAILURE = _HEALTH + """
+FAILURE = (
+    _HEALTH
+    + """
 local now = tonumber(ARGV[2])
 local h = load(KEYS[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now - """ + str(OPEN_PRUNE_S) + """))
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now - """
+    + str(OPEN_PRUNE_S)
+    + """))
 local opened = redis.call('ZCOUNT', KEYS[2], '(' .. fmt(now), '+inf')
 local may_eject = opened + 1 <= tonumber(ARGV[7])
 local failures = h[1] + 1
@@ -223,16 +250,22 @@ end
 h[1] = failures
 return save(KEYS[1], h)
 """
+)
 
 # KEYS health | ARGV now wait_s -> health fields
-RATE_LIMITED = _HEALTH + """
+RATE_LIMITED = (
+    _HEALTH
+    + """
 local h = load(KEYS[1])
 h[4] = math.max(h[4], tonumber(ARGV[1]) + tonumber(ARGV[2]))
 return save(KEYS[1], h)
 """
+)
 
 # KEYS health | ARGV now probe_timeout_s -> 1 may call, 0 another caller holds the probe
-PROBE = _HEALTH + """
+PROBE = (
+    _HEALTH
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
 local now = tonumber(ARGV[1])
 local h = load(KEYS[1])
@@ -242,6 +275,7 @@ h[5] = now + tonumber(ARGV[2])
 save(KEYS[1], h)
 return 1
 """
+)
 
 SCRIPTS: dict[str, str] = {
     "reserve": RESERVE,
@@ -257,7 +291,9 @@ SCRIPTS: dict[str, str] = {
 
 
 class RedisStateStore:
-    def __init__(self, url: str, *, circuit: CircuitSettings | None = None, timeout_s: float = 0.25, prefix: str = "tr") -> None:
+    def __init__(
+        self, url: str, *, circuit: CircuitSettings | None = None, timeout_s: float = 0.25, prefix: str = "tr"
+    ) -> None:
         self.settings = circuit or CircuitSettings()
         self.prefix = prefix
         self.timeout_s = timeout_s
@@ -288,7 +324,9 @@ class RedisStateStore:
         except _REFUSED as exc:  # AuthenticationError is also a ConnectionError: check first
             raise ScriptsRefused(f"Redis at {self._where()} refused: {type(exc).__name__}: {exc}") from exc
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:  # OSError covers TimeoutError
-            raise StateUnavailable(f"Redis at {self._where()} unreachable: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
+            raise StateUnavailable(
+                f"Redis at {self._where()} unreachable: {type(exc).__name__}: {exc}".rstrip(": ")
+            ) from exc
         except _TRANSIENT_RESPONSES as exc:
             raise StateUnavailable(f"Redis at {self._where()} cannot serve: {type(exc).__name__}: {exc}") from exc
         except ResponseError as exc:
@@ -339,7 +377,9 @@ class RedisStateStore:
                 sha = await self._bounded(lambda body=script.script: self.client.script_load(body))
                 sha = sha.decode() if isinstance(sha, bytes) else sha
                 if sha != script.sha:
-                    raise RuntimeError(f"Redis returned SHA {sha} for the router's {name!r} script, expected {script.sha}")
+                    raise RuntimeError(
+                        f"Redis returned SHA {sha} for the router's {name!r} script, expected {script.sha}"
+                    )
             await self._exercise_scripts()
         except ScriptsRefused as exc:
             raise RuntimeError(
@@ -369,30 +409,62 @@ class RedisStateStore:
             await probe.release(scope, "c")
             checks.append(("usage", await probe.budget_usage(scope) == Reservation(True, 3, 0)))
             decision = await probe.admit(limit, 10)  # a fresh limit: the answer does not depend on the clock
-            fresh_r, fresh_t = gcra(None, 0.0, 1, limit.requests_per_minute), gcra(None, 0.0, 10, limit.tokens_per_minute)
-            checks.append((
-                "gcra",
-                decision.admitted
-                and fresh_r.remaining - 1 <= decision.remaining_requests <= fresh_r.remaining  # floor() at a boundary
-                and fresh_t.remaining - 1 <= decision.remaining_tokens <= fresh_t.remaining
-                and abs(decision.reset_tokens_s - fresh_t.reset_s) < 1e-3,
-            ))
+            fresh_r, fresh_t = (
+                gcra(None, 0.0, 1, limit.requests_per_minute),
+                gcra(None, 0.0, 10, limit.tokens_per_minute),
+            )
+            checks.append(
+                (
+                    "gcra",
+                    decision.admitted
+                    and fresh_r.remaining - 1
+                    <= decision.remaining_requests
+                    <= fresh_r.remaining  # floor() at a boundary
+                    and fresh_t.remaining - 1 <= decision.remaining_tokens <= fresh_t.remaining
+                    and abs(decision.reset_tokens_s - fresh_t.reset_s) < 1e-3,
+                )
+            )
             denied = await probe.admit(limit, 10_000)
             checks.append(("gcra denial", not denied.admitted and denied.retry_after_s > 0))
-            checks.append(("record_failure", (await probe.record_failure(model, 1000.0, immediate=True, total_models=2)).open_until > 1000.0))
-            checks.append(("claim_probe", await probe.claim_probe(model, 10_000.0) and not await probe.claim_probe(model, 10_000.0)))
-            checks.append(("record_rate_limited", (await probe.record_rate_limited(model, 10_000.0, 1.0)).cooldown_until == 10_001.0))
+            checks.append(
+                (
+                    "record_failure",
+                    (await probe.record_failure(model, 1000.0, immediate=True, total_models=2)).open_until > 1000.0,
+                )
+            )
+            checks.append(
+                (
+                    "claim_probe",
+                    await probe.claim_probe(model, 10_000.0) and not await probe.claim_probe(model, 10_000.0),
+                )
+            )
+            checks.append(
+                (
+                    "record_rate_limited",
+                    (await probe.record_rate_limited(model, 10_000.0, 1.0)).cooldown_until == 10_001.0,
+                )
+            )
             checks.append(("record_success", (await probe.record_success(model, 0.5)).ejections == 0))
-            checks.append(("health", model in await probe.health([model]) and (await probe.latencies()) == {model: 0.5}))
+            checks.append(
+                ("health", model in await probe.health([model]) and (await probe.latencies()) == {model: 0.5})
+            )
         finally:
-            keys = [*probe._budget_keys(scope), *probe._rate_keys(limit.name), probe._health_key(model), probe._open_key, probe._latency_key]
+            keys = [
+                *probe._budget_keys(scope),
+                *probe._rate_keys(limit.name),
+                probe._health_key(model),
+                probe._open_key,
+                probe._latency_key,
+            ]
             try:
                 await self._bounded(lambda: self._delete(keys))
             except (StateUnavailable, RedisError):
                 pass  # they carry TTLs or are tiny; never hide the real error
         wrong = [name for name, ok in checks if not ok]
         if wrong:
-            raise RuntimeError(f"Redis at {self._where()} ran the router's Lua scripts but gave wrong answers for: {', '.join(wrong)}")
+            raise RuntimeError(
+                f"Redis at {self._where()} ran the router's Lua scripts but gave wrong answers for: {', '.join(wrong)}"
+            )
 
     async def _delete(self, keys: list[str]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -403,12 +475,18 @@ class RedisStateStore:
     # budgets ------------------------------------------------------------------------------
     async def reserve(self, scope: BudgetScope, reservation_id: str, amount_micros: int, ttl_s: int) -> Reservation:
         admitted, spent, reserved = await self._run(
-            "reserve", self._budget_keys(scope), [reservation_id, int(amount_micros), int(scope.limit_micros), ttl_s, int(scope.window_ttl_s)]
+            "reserve",
+            self._budget_keys(scope),
+            [reservation_id, int(amount_micros), int(scope.limit_micros), ttl_s, int(scope.window_ttl_s)],
         )
         return Reservation(bool(admitted), int(spent), int(reserved))
 
     async def settle(self, scope: BudgetScope, reservation_id: str, actual_micros: int) -> bool:
-        return bool(await self._run("settle", self._budget_keys(scope), [reservation_id, int(actual_micros), int(scope.window_ttl_s)]))
+        return bool(
+            await self._run(
+                "settle", self._budget_keys(scope), [reservation_id, int(actual_micros), int(scope.window_ttl_s)]
+            )
+        )
 
     async def release(self, scope: BudgetScope, reservation_id: str) -> None:
         await self._run("release", self._budget_keys(scope), [reservation_id])
@@ -419,9 +497,13 @@ class RedisStateStore:
 
     # rate limits --------------------------------------------------------------------------
     async def admit(self, limit: RateLimit, tokens: int) -> RateDecision:
-        row = await self._run("gcra", self._rate_keys(limit.name), [int(limit.requests_per_minute), int(limit.tokens_per_minute), tokens])
+        row = await self._run(
+            "gcra", self._rate_keys(limit.name), [int(limit.requests_per_minute), int(limit.tokens_per_minute), tokens]
+        )
         admitted, retry, rem_r, rem_t, reset_r, reset_t = (_text(v) for v in row)
-        return RateDecision(admitted == "1", float(retry), int(float(rem_r)), int(float(rem_t)), float(reset_r), float(reset_t))
+        return RateDecision(
+            admitted == "1", float(retry), int(float(rem_r)), int(float(rem_t)), float(reset_r), float(reset_t)
+        )
 
     # model health -------------------------------------------------------------------------
     async def health(self, models: Iterable[str]) -> Mapping[str, ModelHealth]:
@@ -436,7 +518,7 @@ class RedisStateStore:
                 return await pipe.execute()
 
         rows = await self._bounded(read)
-        return {m: _health(row) for m, row in zip(models, rows) if any(v is not None for v in row)}
+        return {m: _health(row) for m, row in zip(models, rows, strict=False) if any(v is not None for v in row)}
 
     async def record_success(self, model: str, latency_s: float | None) -> ModelHealth:
         keys = [self._health_key(model), self._latency_key, self._open_key]
@@ -445,16 +527,30 @@ class RedisStateStore:
     async def record_failure(self, model: str, now: float, *, immediate: bool, total_models: int) -> ModelHealth:
         s = self.settings
         allowed_open = max(1, int(total_models * s.max_ejected_share))
-        args = [model, repr(float(now)), "1" if immediate else "0", s.failure_threshold, repr(float(s.base_ejection_s)), repr(float(s.max_ejection_s)), allowed_open]
+        args = [
+            model,
+            repr(float(now)),
+            "1" if immediate else "0",
+            s.failure_threshold,
+            repr(float(s.base_ejection_s)),
+            repr(float(s.max_ejection_s)),
+            allowed_open,
+        ]
         return _health(await self._run("failure", [self._health_key(model), self._open_key], args))
 
     async def record_rate_limited(self, model: str, now: float, retry_after_s: float | None) -> ModelHealth:
         s = self.settings
         wait = min(retry_after_s if retry_after_s is not None else s.default_cooldown_s, s.max_cooldown_s)
-        return _health(await self._run("rate_limited", [self._health_key(model)], [repr(float(now)), repr(float(wait))]))
+        return _health(
+            await self._run("rate_limited", [self._health_key(model)], [repr(float(now)), repr(float(wait))])
+        )
 
     async def claim_probe(self, model: str, now: float) -> bool:
-        return bool(await self._run("probe", [self._health_key(model)], [repr(float(now)), repr(float(self.settings.probe_timeout_s))]))
+        return bool(
+            await self._run(
+                "probe", [self._health_key(model)], [repr(float(now)), repr(float(self.settings.probe_timeout_s))]
+            )
+        )
 
     async def latencies(self) -> Mapping[str, float]:
         raw = await self._bounded(lambda: self.client.hgetall(self._latency_key))

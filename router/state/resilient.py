@@ -92,7 +92,9 @@ class ResilientStore:
             log.error(
                 "state store unreachable: budgets %s, rate limits %s, health local, cache bypassed",
                 "refused (503)" if self.budgets_on_failure == "closed" else "not enforced",
-                {"local": f"local (limit / {self.replicas})", "closed": "refused (503)", "open": "not enforced"}[self.rate_limits_on_failure],
+                {"local": f"local (limit / {self.replicas})", "closed": "refused (503)", "open": "not enforced"}[
+                    self.rate_limits_on_failure
+                ],
             )
 
     # model health: fall back to this replica's own view ---------------------------------
@@ -123,7 +125,9 @@ class ResilientStore:
 
     async def record_failure(self, model: str, now: float, *, immediate: bool, total_models: int) -> ModelHealth:
         try:
-            health = await self._try(lambda: self.primary.record_failure(model, now, immediate=immediate, total_models=total_models))
+            health = await self._try(
+                lambda: self.primary.record_failure(model, now, immediate=immediate, total_models=total_models)
+            )
         except StateUnavailable:
             return await self.local.record_failure(model, now, immediate=immediate, total_models=total_models)
         self._remember(model, health)

@@ -34,7 +34,7 @@ import re
 import sys
 import uuid
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -66,7 +66,7 @@ MESSAGES_PATH = "/v1/messages"
 # (input_tokens, output_tokens), (input, output, cache_read_input_tokens),
 # (input, output, cache_read, cache_creation_input_tokens), or a complete Anthropic
 # ``usage`` dict that is sent verbatim.
-UsageSpec = Union[tuple[int, int], tuple[int, int, int], tuple[int, int, int, int], dict]
+UsageSpec = tuple[int, int] | tuple[int, int, int] | tuple[int, int, int, int] | dict
 
 # HTTP status -> (Anthropic error type, default message), per Anthropic's "Errors" docs.
 ERROR_TYPES: dict[int, tuple[str, str]] = {
@@ -85,7 +85,7 @@ ERROR_TYPES: dict[int, tuple[str, str]] = {
 }
 
 
-def anthropic_error(message: str, type: str = "invalid_request_error") -> dict:  # noqa: A002 - Anthropic's field name
+def anthropic_error(message: str, type: str = "invalid_request_error") -> dict:
     """An Anthropic-shaped error body: ``{"type": "error", "error": {"type", "message"}}``."""
     return {"type": "error", "error": {"type": type, "message": message}}
 
@@ -185,7 +185,7 @@ class RawReply:
     headers: dict[str, str] | None = None
 
 
-AnthropicBehaviour = Union[Reply, ErrorReply, StreamError, Hang, StreamThenReset, RawReply]
+AnthropicBehaviour = Reply | ErrorReply | StreamError | Hang | StreamThenReset | RawReply
 Behaviour = AnthropicBehaviour
 
 

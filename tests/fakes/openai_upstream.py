@@ -34,8 +34,9 @@ import struct
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Union
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -68,7 +69,7 @@ _MODEL_CREATED = 1_700_000_000
 
 # (prompt_tokens, completion_tokens) or (prompt_tokens, completion_tokens, cached_tokens),
 # or a complete OpenAI ``usage`` dict that is sent verbatim.
-UsageSpec = Union[tuple[int, int], tuple[int, int, int], dict]
+UsageSpec = tuple[int, int] | tuple[int, int, int] | dict
 
 
 # --------------------------------------------------------------------------- behaviours
@@ -159,11 +160,15 @@ class RawReply:
     headers: dict[str, str] | None = None
 
 
-Behaviour = Union[Reply, ErrorReply, Hang, StreamThenReset, RawReply]
+Behaviour = Reply | ErrorReply | Hang | StreamThenReset | RawReply
 
 _ERROR_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
     400: ("invalid_request_error", "Invalid request.", None),
-    401: ("invalid_request_error", "Incorrect API key provided: x. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_api_key"),
+    401: (
+        "invalid_request_error",
+        "Incorrect API key provided: x. You can find your API key at https://platform.openai.com/account/api-keys.",
+        "invalid_api_key",
+    ),
     403: ("invalid_request_error", "You are not allowed to sample from this model.", None),
     404: ("invalid_request_error", "The model does not exist or you do not have access to it.", "model_not_found"),
     429: ("rate_limit_exceeded", "Rate limit reached. Please try again in 1s.", "rate_limit_exceeded"),
@@ -174,7 +179,7 @@ _ERROR_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
 
 def openai_error(
     message: str,
-    type: str = "invalid_request_error",  # noqa: A002 - mirrors OpenAI's field name
+    type: str = "invalid_request_error",
     param: str | None = None,
     code: str | None = None,
 ) -> dict:
@@ -394,9 +399,7 @@ class FakeOpenAIUpstream(ThreadedAiohttpServer):
 
     async def _handle_unknown(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
-        return self._json_response(
-            404, openai_error(f"Invalid URL ({request.method} {request.path})"), None
-        )
+        return self._json_response(404, openai_error(f"Invalid URL ({request.method} {request.path})"), None)
 
     async def _handle_models(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
@@ -411,7 +414,9 @@ class FakeOpenAIUpstream(ThreadedAiohttpServer):
                 404,
                 openai_error(f"The model '{model}' does not exist", code="model_not_found", param="model"),
             )
-        return self._json_response(200, {"id": model, "object": "model", "created": _MODEL_CREATED, "owned_by": "openai"})
+        return self._json_response(
+            200, {"id": model, "object": "model", "created": _MODEL_CREATED, "owned_by": "openai"}
+        )
 
     async def _handle_embeddings(self, request: web.Request) -> web.StreamResponse:
         ctx = _Ctx(request)
@@ -441,11 +446,20 @@ class FakeOpenAIUpstream(ThreadedAiohttpServer):
             emb: Any = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode() if as_base64 else vec
             data.append({"object": "embedding", "index": index, "embedding": emb})
         if reply.usage is not None:
-            usage = reply.usage if isinstance(reply.usage, dict) else {"prompt_tokens": reply.usage[0], "total_tokens": reply.usage[0]}
+            usage = (
+                reply.usage
+                if isinstance(reply.usage, dict)
+                else {"prompt_tokens": reply.usage[0], "total_tokens": reply.usage[0]}
+            )
         else:
             tokens = sum(_token_count(i) for i in items)
             usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        payload = {"object": "list", "data": data, "model": body.get("model") or "text-embedding-3-small", "usage": usage}
+        payload = {
+            "object": "list",
+            "data": data,
+            "model": body.get("model") or "text-embedding-3-small",
+            "usage": usage,
+        }
         return self._json_response(reply.status, payload, reply.headers)
 
     async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
@@ -522,7 +536,9 @@ class FakeOpenAIUpstream(ThreadedAiohttpServer):
                 }
             else:
                 message = {"role": "assistant", "content": plan["content"], "refusal": None, "annotations": []}
-            choices.append({"index": index, "message": message, "logprobs": None, "finish_reason": plan["finish_reason"]})
+            choices.append(
+                {"index": index, "message": message, "logprobs": None, "finish_reason": plan["finish_reason"]}
+            )
         return {
             "id": plan["id"],
             "object": "chat.completion",
@@ -555,7 +571,10 @@ class FakeOpenAIUpstream(ThreadedAiohttpServer):
                 ],
                 "refusal": None,
             }
-            body = [{"tool_calls": [{"index": 0, "function": {"arguments": frag}}]} for frag in _split_arguments(plan["arguments"])]
+            body = [
+                {"tool_calls": [{"index": 0, "function": {"arguments": frag}}]}
+                for frag in _split_arguments(plan["arguments"])
+            ]
         else:
             first = {"role": "assistant", "content": "", "refusal": None}
             body = [{"content": word} for word in _split_words(plan["content"])]
@@ -672,9 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001, help="0 = OS-assigned")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between SSE chunks")
-    parser.add_argument(
-        "--usage", default="20,5,0", help="prompt,completion[,cached] token counts reported in usage"
-    )
+    parser.add_argument("--usage", default="20,5,0", help="prompt,completion[,cached] token counts reported in usage")
     args = parser.parse_args(argv)
     usage = tuple(int(x) for x in args.usage.split(","))
     if len(usage) not in (2, 3):

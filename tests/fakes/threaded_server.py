@@ -24,8 +24,9 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Self
+from typing import Any, Self
 
 import orjson
 from aiohttp import web
@@ -49,7 +50,7 @@ class RecordedRequest:
 class RequestContext:
     """Per-request state: the request and whether its disconnect was already counted."""
 
-    __slots__ = ("request", "disconnected", "aborted_by_us")
+    __slots__ = ("aborted_by_us", "disconnected", "request")
 
     def __init__(self, request: web.Request) -> None:
         self.request = request
@@ -110,7 +111,7 @@ class ThreadedAiohttpServer:
             self._loop = loop
             try:
                 self._runner = loop.run_until_complete(self._start_runner(self._requested_port))
-            except BaseException as exc:  # noqa: BLE001 - reported to start()
+            except BaseException as exc:
                 errors.append(exc)
                 ready.set()
                 loop.close()
@@ -148,7 +149,7 @@ class ThreadedAiohttpServer:
             fut = asyncio.run_coroutine_threadsafe(runner.cleanup(), loop)
             try:
                 fut.result(timeout=10)
-            except Exception:  # noqa: BLE001 - best effort shutdown
+            except Exception:
                 pass
         if not loop.is_closed():
             loop.call_soon_threadsafe(loop.stop)
