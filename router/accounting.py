@@ -15,6 +15,7 @@ from router.metrics import OUTCOMES, Metrics
 from router.policy import tokens
 from router.policy.model import Model, Policy, Price, gpu_price
 from router.providers.base import Usage
+from router.state.base import BudgetScope
 
 
 @dataclass(slots=True)
@@ -38,7 +39,34 @@ class RequestRecord:
     cost_usd: float = 0.0
     finished: bool = False
     key_name: str | None = None
-    reservations: list = field(default_factory=list)  # BudgetScopes holding a reservation
+    reservations: list[BudgetScope] = field(default_factory=list)  # scopes holding a reservation
+    cap_output: bool = False  # budgeted without max_tokens: the upstream gets the cap reserved for
+
+
+class StreamTally:
+    """What a stream relay saw: usage, generated text (for estimates), upstream wait,
+    outcome, and whether its failure is the model's (a bug of ours is not)."""
+
+    __slots__ = (
+        "blames_model",
+        "error_reason",
+        "estimated",
+        "first_chunk_at",
+        "outcome",
+        "text",
+        "upstream_s",
+        "usage",
+    )
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.estimated = False
+        self.text: list[str] = []
+        self.upstream_s = 0.0
+        self.first_chunk_at: float | None = None
+        self.outcome = "success"
+        self.error_reason: str | None = None
+        self.blames_model = True
 
 
 THROUGHPUT_WEIGHT = 0.2

@@ -1,12 +1,13 @@
-"""Budget windows and rate-limit inputs for a client key (pure: no I/O)."""
+"""Budget windows, reservation amounts and rate-limit inputs for a client key (pure: no I/O)."""
 
 from __future__ import annotations
 
 import calendar
 import math
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
-from router.policy.model import Budget, ClientKey, Policy
+from router.policy.model import Budget, ClientKey, Defaults, Model, Policy, Price
 from router.state.base import MICRO, BudgetScope, RateLimit
 
 DAY_S = 86_400
@@ -52,3 +53,30 @@ def rate_limit(key: ClientKey | None) -> RateLimit | None:
     if key is None or (key.rpm is None and key.tpm is None):
         return None
     return RateLimit(name=f"key:{key.name}", requests_per_minute=key.rpm or 0, tokens_per_minute=key.tpm or 0)
+
+
+def output_cap(defaults: Defaults, model: Model, prompt_tokens: int) -> int:
+    """The most output tokens a budgeted request without ``max_tokens`` may produce on
+    ``model``: the policy's ``max_output_tokens``, the model's own limit, and what its
+    context window leaves after the prompt, whichever is smallest (at least 1)."""
+    cap = min(defaults.max_output_tokens, model.context_window - prompt_tokens)
+    if model.max_output_tokens is not None:
+        cap = min(cap, model.max_output_tokens)
+    return max(1, cap)
+
+
+def reservation_micros(
+    defaults: Defaults,
+    models: Iterable[Model],
+    prompt_tokens: int,
+    requested_output: int | None,
+    n: int,
+    price_of: Callable[[Model], Price],
+) -> int:
+    """What to reserve so that no candidate can spend more: prompt + the output each model
+    may produce (the client's ``max_tokens``, else its cap) × n, at the costliest candidate."""
+    most = 0.0
+    for model in models:
+        output = requested_output if requested_output is not None else output_cap(defaults, model, prompt_tokens)
+        most = max(most, price_of(model).cost_usd(prompt_tokens, output * max(n, 1)))
+    return max(1, to_micros(most))

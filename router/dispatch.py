@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from router import budgets
 from router.accounting import Accountant, RequestRecord
 from router.errors import InvalidRequest, RouterError, UpstreamFailure
 from router.logthrottle import LogThrottle
@@ -147,8 +148,20 @@ class Dispatcher:
             self.budget.active -= 1
         raise exhausted_error(failures)
 
-    async def _try_model(self, model, body, headers, record, attempt, failures, retries, route) -> Answered | None:  # type: ignore[no-untyped-def]
-        call = UpstreamCall(model, body, headers, self.timeouts(route, model), record.request_id)
+    async def _try_model(
+        self,
+        model: Model,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        record: RequestRecord,
+        attempt: Attempt,
+        failures: list[tuple[Model, UpstreamError]],
+        retries: int,
+        route: str,
+    ) -> Answered | None:
+        call = UpstreamCall(
+            model, self._capped(body, model, record), headers, self.timeouts(route, model), record.request_id
+        )
         adapter = self.adapters[model.provider]
         for retry in range(retries + 1):
             record.attempts += 1
@@ -169,12 +182,18 @@ class Dispatcher:
             else:
                 elapsed = time.perf_counter() - started
                 record.upstream_s += elapsed
-                await self._healthy(model, elapsed)
-                if answered.stream is not None:
-                    answered.attempt_started, answered.inflight = started, inflight
-                else:
+                try:
+                    await self._healthy(model, elapsed)
+                except BaseException:  # cancelled: an opened stream must not outlive the request
+                    inflight.dec()
+                    if answered.stream is not None:
+                        await answered.stream.aclose()
+                    raise
+                if answered.completion is not None:
                     inflight.dec()
                     self.accountant.attempt(record, model, elapsed, None, answered.completion.usage)
+                else:
+                    answered.attempt_started, answered.inflight = started, inflight
                 return answered
             inflight.dec()
             elapsed = time.perf_counter() - started
@@ -204,6 +223,14 @@ class Dispatcher:
                 self.budget.release()
         return None
 
+    def _capped(self, body: Mapping[str, Any], model: Model, record: RequestRecord) -> Mapping[str, Any]:
+        """A budgeted request without ``max_tokens`` goes up with the cap its reservation covers."""
+        if not record.cap_output:
+            return body
+        provider = self.policy.providers[model.provider]
+        name = "max_completion_tokens" if "max_tokens" in provider.unsupported_params else "max_tokens"
+        return {**body, name: budgets.output_cap(self.policy.defaults, model, record.prompt_tokens)}
+
     def timeouts(self, route: str, model: Model) -> Timeouts:
         """The route's and model's timeouts, worked out once per policy."""
         key = (route, model.name)
@@ -225,15 +252,20 @@ class Dispatcher:
         self.metrics.set_circuit(model.name, model.provider, health.state(time.time()))
 
     async def stream_ended(
-        self, record: RequestRecord, answered: Answered, usage: Any, error_reason: str | None
+        self,
+        record: RequestRecord,
+        answered: Answered,
+        usage: Any,
+        error_reason: str | None,
+        blames_model: bool = True,
     ) -> None:
         """Record a streamed attempt once it is over: its whole duration, usage and any
-        mid-stream failure (which also counts against the model's health)."""
+        mid-stream failure (which also counts against the model's health if it is the model's)."""
         answered.inflight.dec()
         self.accountant.attempt(
             record, answered.model, time.perf_counter() - answered.attempt_started, error_reason, usage
         )
-        if error_reason:
+        if error_reason and blames_model:
             await self._unhealthy(answered.model, UpstreamError(error_reason, "failed mid-stream"))
 
     async def _unhealthy(self, model: Model, error: UpstreamError) -> None:

@@ -12,7 +12,9 @@ RouterError                      -> {"error": {"message", "type", "param", "code
 ├── BodyTooLarge          413    body over ROUTER_MAX_BODY_MB
 ├── HeadersTooLarge       431    more than 100 headers or 32 KiB of them
 ├── NoCandidate           400/503 nothing in the policy can serve the request
-└── UpstreamFailure       502/503/504 every candidate failed (last error summarised)
+├── UpstreamFailure       502/503/504 every candidate failed (last error summarised)
+├── InternalFailure       502    an exception nobody expected (logged; the request is accounted)
+└── ClientDisconnected    499    the client left before the answer was ready (nobody reads it)
 """
 
 from __future__ import annotations
@@ -123,3 +125,17 @@ class UpstreamFailure(RouterError):
     status = 502
     error_type = "upstream_error"
     code = "upstream_error"
+
+
+class InternalFailure(RouterError):
+    """Anything unexpected on the request path: accounted and answered, never a 500."""
+
+    status = 502
+    error_type = "server_error"
+    code = "internal_error"
+
+
+class ClientDisconnected(RouterError):
+    status = 499
+    error_type = "invalid_request_error"
+    code = "client_disconnected"

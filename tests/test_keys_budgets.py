@@ -43,7 +43,7 @@ def keyed_policy(upstream_url: str, budget_usd: float = 1.0, rpm: int = 1000, ca
       - {{hash: "sha256:{digest_of(TINY_KEY)}", name: tiny, team: web, limits: {{tpm: 50}}}}
     teams:
       platform: {{budget: {{usd: 1000, per: month}}}}
-    defaults: {{route: standard, retries: 0, expected_output_tokens: 10, baseline_model: pricey-model}}
+    defaults: {{route: standard, retries: 0, expected_output_tokens: 10, max_output_tokens: 10, baseline_model: pricey-model}}
     """
 
 
@@ -179,7 +179,7 @@ def state(request):
 
 class TestBudgets:
     # prices are $1000 / 1M tokens: the fake's default usage (20 in, 5 out) costs $0.025;
-    # the estimate reserved up front is prompt (~8 tokens) + 10 expected output tokens.
+    # the reservation is prompt (~8 tokens) + the 10-token output cap (max_output_tokens).
     def test_exhausted_budget_is_429_insufficient_quota(self, tmp_path, upstream, state):
         with RunningRouter(write_policy(tmp_path, keyed_policy(upstream.base_url, budget_usd=0.05)), **state) as router:
             web = client(router, WEB_KEY)

@@ -1,23 +1,25 @@
 """OpenAI-compatible endpoints: chat completions, embeddings, models, and explain.
 
-Each handler reads like a sentence: parse → decide → admit → dispatch → respond.
+Each handler reads like a sentence: parse → run the gateway's operation → respond. The
+gateway owns the request (decide, admit, dispatch, account); a handler only formats.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from router.accounting import RequestRecord
 from router.api.requests import check_chat_body, check_embedding_body, read_json_object, wants_usage
-from router.api.streaming import SSE_HEADERS, StreamTally, relay
+from router.api.streaming import Relay, RelayResponse
 from router.dispatch import Answered
 from router.explain import decision_json
-from router.gateway import Gateway
+from router.gateway import Gateway, Reply
 from router.policy.engine import Decision
 from router.policy.features import request_kind
 from router.policy.model import ClientKey
@@ -32,31 +34,17 @@ async def chat_completions(request: Request) -> Response:
     gateway, key = _gateway_and_key(request)
     body = await read_json_object(request, runtime_of(request).settings.max_body_bytes)
     check_chat_body(body, gateway.policy.defaults.max_n)
-    decision = await gateway.decide(body, request.headers, "chat", key)
-    streaming = bool(body.get("stream"))
-    record = request.state.record = gateway.record(request.state.request_id, decision, "chat", streaming, key)
-    cache_key = gateway.cache_key(decision, body, record)
-    cached = await gateway.cached(cache_key, record)
-    if cached is not None:
-        return _json_response(cached, decision, record, {"x-router-cache": "hit"})
-    limits = await gateway.admit(decision, record, key, body.get("n") or 1)
-    if streaming:
-        answered = await gateway.open_stream(decision, body, request, record)
-        return _stream_response(gateway, answered, decision, record, wants_usage(body), limits)
-    answered = await gateway.complete(decision, body, request, record)
-    await gateway.remember(cache_key, decision, answered)
-    return _json_response(answered, decision, record, {**limits, **({"x-router-cache": "miss"} if cache_key else {})})
+    reply = await gateway.chat(request, body, key)
+    if reply.answered.stream is not None:
+        return _stream_response(gateway, reply, wants_usage(body))
+    return _json_response(reply)
 
 
 async def embeddings(request: Request) -> Response:
     gateway, key = _gateway_and_key(request)
     body = await read_json_object(request, runtime_of(request).settings.max_body_bytes)
     check_embedding_body(body)
-    decision = await gateway.decide(body, request.headers, "embedding", key)
-    record = request.state.record = gateway.record(request.state.request_id, decision, "embeddings", False, key)
-    limits = await gateway.admit(decision, record, key, 1)
-    answered = await gateway.complete(decision, body, request, record, embedding=True)
-    return _json_response(answered, decision, record, limits)
+    return _json_response(await gateway.embeddings(request, body, key))
 
 
 async def explain(request: Request) -> Response:
@@ -98,47 +86,32 @@ def _routing_headers(answered: Answered, decision: Decision, record: RequestReco
     }
 
 
-def _json_response(answered: Answered, decision: Decision, record: RequestRecord, extra: dict[str, str]) -> Response:
+def _json_response(reply: Reply) -> Response:
+    answered, record = reply.answered, reply.record
+    assert answered.completion is not None
     body = answered.completion.body
     body["model"] = answered.model.name
-    headers = {**_routing_headers(answered, decision, record), **extra}
+    headers = {**_routing_headers(answered, reply.decision, record), **reply.headers}
     headers["x-router-cost-usd"] = f"{record.cost_usd:.8f}"
     if record.usage_estimated:
         headers["x-router-cost-estimated"] = "true"
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
 
 
-def _stream_response(
-    gateway: Gateway,
-    answered: Answered,
-    decision: Decision,
-    record: RequestRecord,
-    client_wants_usage: bool,
-    extra: dict[str, str],
-) -> Response:
-    async def finished(tally: StreamTally) -> None:
-        record.usage, record.usage_estimated = tally.usage, tally.estimated
-        record.upstream_s += tally.upstream_s
-        if tally.first_chunk_at is not None:
-            record.ttft_s = tally.first_chunk_at - record.started
-        record.outcome = tally.outcome
-        if tally.error_reason or tally.outcome == "cancelled":
-            record.error_type = tally.error_reason or "cancelled"
-        await gateway.dispatcher.stream_ended(record, answered, tally.usage, tally.error_reason)
-        await gateway.finish(record)
-
-    timeouts = gateway.dispatcher.timeouts(decision.route, answered.model)
-    chunks = relay(
+def _stream_response(gateway: Gateway, reply: Reply, client_wants_usage: bool) -> Response:
+    answered, record = reply.answered, reply.record
+    assert answered.stream is not None
+    relay = Relay(
         answered.first_chunks,
         answered.stream,
         answered.model.name,
         client_wants_usage,
-        timeouts,
+        gateway.dispatcher.timeouts(reply.decision.route, answered.model),
+        record.started,
         gateway.estimate_usage(record),
-        finished,
+        functools.partial(gateway.end_stream, record, answered),
     )
-    headers = {**_routing_headers(answered, decision, record), **SSE_HEADERS, **extra}
-    return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+    return RelayResponse(relay, {**_routing_headers(answered, reply.decision, record), **reply.headers})
 
 
 routes = [

@@ -2,10 +2,12 @@
 
 Every chunk gets the answering model's name. Usage is captured wherever it arrives; the
 client sees exactly one usage chunk (``choices: []``) before ``[DONE]`` if it asked for
-one, and none otherwise. Chunks more than ``idle_s`` apart, or a stream past ``total_s``,
-or an upstream failure after the first chunk end the stream with an in-band error event
-and ``[DONE]``: never a clean-looking truncated 200. Whatever happens, including the client
-going away, ``on_finish`` runs once with the usage (reported or estimated).
+one, and none otherwise. Chunks more than ``idle_s`` apart, a stream past ``total_s``
+(counted from the start of the request), an upstream failure after the first chunk, or a
+chunk the relay cannot read end the stream with an in-band error event and ``[DONE]``:
+never a clean-looking truncated 200. Whatever happens, the client going away or the
+response never being sent included, ``on_finish`` runs exactly once with the usage
+(reported or estimated): ``RelayResponse`` closes its relay when it is done.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from router.accounting import StreamTally
 from router.errors import error_body
 from router.logthrottle import LogThrottle
 from router.policy.model import Timeouts
@@ -27,84 +32,133 @@ log = logging.getLogger("router.stream")
 failure_log = LogThrottle(log)
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+INTERNAL_ERROR = "internal_error"
 
 
 def sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-class StreamTally:
-    """What the relay saw: usage, generated text (for estimates), upstream wait, outcome."""
+class Relay:
+    """The client's side of one upstream stream, ended (closed upstream, ``on_finish``)
+    exactly once: by the relay itself, or by ``aclose`` if it never got to run."""
 
-    __slots__ = ("error_reason", "estimated", "first_chunk_at", "outcome", "text", "upstream_s", "usage")
+    def __init__(
+        self,
+        first_chunks: list[dict[str, Any]],
+        stream: ChunkStream,
+        model_name: str,
+        client_wants_usage: bool,
+        timeouts: Timeouts,
+        started: float,
+        estimate_usage: Callable[[str], Usage],
+        on_finish: Callable[[StreamTally], Awaitable[None]],
+    ) -> None:
+        self.stream = stream
+        self.estimate_usage = estimate_usage
+        self.on_finish = on_finish
+        self.ended = False
+        deadline = started + timeouts.total_s  # the total timeout counts from the start of the request
+        self.chunks = self._relay(first_chunks, model_name, client_wants_usage, timeouts.idle_s, deadline)
 
-    def __init__(self) -> None:
-        self.usage: Usage | None = None
-        self.estimated = False
-        self.text: list[str] = []
-        self.upstream_s = 0.0
-        self.first_chunk_at: float | None = None
-        self.outcome = "success"
-        self.error_reason: str | None = None
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.chunks
 
+    async def aclose(self) -> None:
+        await self.chunks.aclose()  # a suspended relay runs its own end
+        if not self.ended:  # it never started: the client left before the response was sent
+            tally = StreamTally()
+            tally.outcome = "cancelled"
+            await self._end(tally)
 
-async def relay(
-    first_chunks: list[dict[str, Any]],
-    stream: ChunkStream,
-    model_name: str,
-    client_wants_usage: bool,
-    timeouts: Timeouts,
-    estimate_usage: Callable[[str], Usage],
-    on_finish: Callable[[StreamTally], Awaitable[None]],
-) -> AsyncIterator[bytes]:
-    tally = StreamTally()
-    deadline = time.monotonic() + timeouts.total_s
-    last: dict[str, Any] = first_chunks[-1] if first_chunks else {}
-    try:
-        iterator = aiter(stream)
-        batch = list(first_chunks)
-        while batch:
-            last = batch[-1]
-            payload = b"".join(
-                p for chunk in batch if (p := _client_chunk(chunk, model_name, client_wants_usage, tally))
+    async def _relay(
+        self,
+        first_chunks: list[dict[str, Any]],
+        model_name: str,
+        client_wants_usage: bool,
+        idle_s: float,
+        deadline: float,
+    ) -> AsyncGenerator[bytes, None]:
+        tally = StreamTally()
+        stream = self.stream
+        last: dict[str, Any] = first_chunks[-1] if first_chunks else {}
+        try:
+            iterator = aiter(stream)
+            batch = list(first_chunks)
+            while batch:
+                last = batch[-1]
+                payload = b"".join(
+                    p for chunk in batch if (p := _client_chunk(chunk, model_name, client_wants_usage, tally))
+                )
+                if payload:
+                    if tally.first_chunk_at is None:
+                        tally.first_chunk_at = time.perf_counter()
+                    yield payload  # chunks that arrived together leave together: one write, not one per chunk
+                batch = await _next_batch(stream, iterator, idle_s, deadline, tally)
+            if tally.usage is None:
+                tally.usage, tally.estimated = self.estimate_usage("".join(tally.text)), True
+            if client_wants_usage:
+                yield sse(_usage_chunk(last, model_name, tally.usage))
+            yield DONE
+        except UpstreamError as error:
+            tally.outcome, tally.error_reason = (
+                ("timeout" if error.reason in ("idle_timeout", "timeout") else "stream_error"),
+                error.reason,
             )
-            if payload:
-                if tally.first_chunk_at is None:
-                    tally.first_chunk_at = time.perf_counter()
-                yield payload  # chunks that arrived together leave together: one write, not one per chunk
-            batch = await _next_batch(stream, iterator, timeouts.idle_s, deadline, tally)
+            failure_log.warning(
+                "upstream failed mid-stream",
+                key=(model_name, error.reason),
+                extra={"model": model_name, "reason": error.reason},
+            )
+            message = f"The upstream failed during the stream ({error.reason}); the answer is incomplete."
+            yield sse(error_body(message, "upstream_error", None, error.reason))
+            yield DONE
+        except (asyncio.CancelledError, GeneratorExit):
+            tally.outcome = "cancelled"
+            raise
+        except Exception as unexpected:  # a chunk we cannot read: our failure, not the model's
+            tally.outcome, tally.error_reason, tally.blames_model = "stream_error", INTERNAL_ERROR, False
+            failure_log.warning(
+                "unexpected error mid-stream",
+                key=(model_name, type(unexpected).__name__),
+                extra={"model": model_name, "error": type(unexpected).__name__},
+            )
+            message = "The router could not relay the rest of this stream; the answer is incomplete."
+            yield sse(error_body(message, "server_error", None, INTERNAL_ERROR))
+            yield DONE
+        finally:
+            await self._end(tally)
+
+    async def _end(self, tally: StreamTally) -> None:
+        if self.ended:
+            return
+        self.ended = True
         if tally.usage is None:
-            tally.usage, tally.estimated = estimate_usage("".join(tally.text)), True
-        if client_wants_usage:
-            yield sse(_usage_chunk(last, model_name, tally.usage))
-        yield DONE
-    except UpstreamError as error:
-        tally.outcome, tally.error_reason = (
-            ("timeout" if error.reason in ("idle_timeout", "timeout") else "stream_error"),
-            error.reason,
-        )
-        failure_log.warning(
-            "upstream failed mid-stream",
-            key=(model_name, error.reason),
-            extra={"model": model_name, "reason": error.reason},
-        )
-        message = f"The upstream failed during the stream ({error.reason}); the answer is incomplete."
-        yield sse(error_body(message, "upstream_error", None, error.reason))
-        yield DONE
-    except (asyncio.CancelledError, GeneratorExit):
-        tally.outcome = "cancelled"
-        raise
-    finally:
-        if tally.usage is None:
-            tally.usage, tally.estimated = estimate_usage("".join(tally.text)), True
-        await asyncio.shield(_close_and_finish(stream, tally, on_finish))
+            tally.usage, tally.estimated = self.estimate_usage("".join(tally.text)), True
+        await asyncio.shield(_close_and_finish(self.stream, tally, self.on_finish))
+
+
+class RelayResponse(StreamingResponse):
+    """An event stream whose relay is always ended, even if it was never iterated."""
+
+    def __init__(self, relay: Relay, headers: Mapping[str, str]) -> None:
+        super().__init__(relay, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+        self.relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.relay.aclose()
 
 
 async def _close_and_finish(
     stream: ChunkStream, tally: StreamTally, on_finish: Callable[[StreamTally], Awaitable[None]]
 ) -> None:
-    await stream.aclose()
-    await on_finish(tally)
+    try:
+        await stream.aclose()
+    finally:
+        await on_finish(tally)
 
 
 async def _next_batch(
@@ -125,7 +179,7 @@ async def _next_batch(
 async def _next_chunk(
     iterator: AsyncIterator[dict[str, Any]], idle_s: float, deadline: float, tally: StreamTally
 ) -> dict[str, Any] | None:
-    remaining = deadline - time.monotonic()
+    remaining = deadline - time.perf_counter()
     limit = min(idle_s, remaining)
     started = time.perf_counter()
     try:

@@ -158,6 +158,7 @@ class Defaults:
     expected_output_tokens: int
     concrete_model_fallback: bool
     max_n: int
+    max_output_tokens: int = 4096  # output cap of a budgeted request that sets none
 
 
 @dataclass(frozen=True, slots=True)

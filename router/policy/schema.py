@@ -166,6 +166,7 @@ class RawDefaults(Strict):
     ejection_s: float = Field(default=30, gt=0, le=3_600)
     baseline_model: str | None = None
     expected_output_tokens: int = Field(default=256, gt=0, le=1_000_000)
+    max_output_tokens: int = Field(default=4096, gt=0, le=1_000_000)  # sent upstream for budgeted requests without one
     concrete_model_fallback: bool = True
     max_n: int = Field(default=16, ge=1, le=128)
 
