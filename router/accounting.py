@@ -40,7 +40,9 @@ class RequestRecord:
     finished: bool = False
     key_name: str | None = None
     reservations: list[BudgetScope] = field(default_factory=list)  # scopes holding a reservation
-    cap_output: bool = False  # budgeted without max_tokens: the upstream gets the cap reserved for
+    reserved_micros: int = 0  # a budget's reservation: no candidate may be sent more output than it covers
+    requested_output_tokens: int | None = None  # the client's max_tokens / max_completion_tokens
+    n: int = 1
 
 
 class StreamTally:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import calendar
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from router.policy.model import Budget, ClientKey, Defaults, Model, Policy, Price
+from router.policy.model import PER_MILLION, Budget, ClientKey, Defaults, Model, Policy, Price
 from router.state.base import MICRO, BudgetScope, RateLimit
 
 DAY_S = 86_400
@@ -67,16 +67,37 @@ def output_cap(defaults: Defaults, model: Model, prompt_tokens: int) -> int:
 
 def reservation_micros(
     defaults: Defaults,
-    models: Iterable[Model],
+    candidates: Sequence[Model],
     prompt_tokens: int,
     requested_output: int | None,
     n: int,
     price_of: Callable[[Model], Price],
 ) -> int:
-    """What to reserve so that no candidate can spend more: prompt + the output each model
-    may produce (the client's ``max_tokens``, else its cap) × n, at the costliest candidate."""
-    most = 0.0
-    for model in models:
-        output = requested_output if requested_output is not None else output_cap(defaults, model, prompt_tokens)
-        most = max(most, price_of(model).cost_usd(prompt_tokens, output * max(n, 1)))
+    """What to reserve: the first candidate's prompt + the output it may produce (the
+    client's ``max_tokens``, else its cap) × n, and at least what any fallback needs for its
+    prompt and one token per choice. ``covered_output`` keeps every candidate inside it."""
+    first = candidates[0]
+    output = requested_output if requested_output is not None else output_cap(defaults, first, prompt_tokens)
+    most = price_of(first).cost_usd(prompt_tokens, output * max(n, 1))
+    for model in candidates[1:]:
+        most = max(most, price_of(model).cost_usd(prompt_tokens, max(n, 1)))
     return max(1, to_micros(most))
+
+
+def covered_output(
+    defaults: Defaults,
+    model: Model,
+    price: Price,
+    prompt_tokens: int,
+    requested_output: int | None,
+    n: int,
+    reserved_micros: int,
+) -> int | None:
+    """The output limit to send ``model`` so that it cannot spend more than was reserved;
+    None when the client's own ``max_tokens`` is already covered."""
+    wanted = requested_output if requested_output is not None else output_cap(defaults, model, prompt_tokens)
+    if price.output > 0:
+        room_usd = reserved_micros / MICRO - price.cost_usd(prompt_tokens, 0)
+        affordable = math.floor(room_usd * PER_MILLION / price.output / max(n, 1) - 1e-6)
+        wanted = min(wanted, max(1, affordable))
+    return wanted if requested_output is None or wanted < requested_output else None

@@ -224,12 +224,24 @@ class Dispatcher:
         return None
 
     def _capped(self, body: Mapping[str, Any], model: Model, record: RequestRecord) -> Mapping[str, Any]:
-        """A budgeted request without ``max_tokens`` goes up with the cap its reservation covers."""
-        if not record.cap_output:
+        """A budgeted request goes up with the output limit its reservation covers on this
+        model (the cap when the client set none; lower than the client's on a pricier fallback)."""
+        if not record.reserved_micros:
             return body
-        provider = self.policy.providers[model.provider]
-        name = "max_completion_tokens" if "max_tokens" in provider.unsupported_params else "max_tokens"
-        return {**body, name: budgets.output_cap(self.policy.defaults, model, record.prompt_tokens)}
+        limit = budgets.covered_output(
+            self.policy.defaults,
+            model,
+            self.accountant.price_of(model),
+            record.prompt_tokens,
+            record.requested_output_tokens,
+            record.n,
+            record.reserved_micros,
+        )
+        if limit is None:
+            return body
+        if "max_completion_tokens" in body or "max_tokens" in self.policy.providers[model.provider].unsupported_params:
+            return {**body, "max_completion_tokens": limit}
+        return {**body, "max_tokens": limit}
 
     def timeouts(self, route: str, model: Model) -> Timeouts:
         """The route's and model's timeouts, worked out once per policy."""

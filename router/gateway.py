@@ -256,21 +256,25 @@ class Gateway:
     async def _reserve(
         self, decision: Decision, features: RequestFeatures, record: RequestRecord, key: ClientKey | None
     ) -> None:
-        """Reserve what the request may cost at most: without ``max_tokens`` the upstream is
-        sent the output cap the reservation covers (``record.cap_output``)."""
+        """Reserve what the request may cost at most; each candidate is then sent the output
+        limit the reservation covers (``Dispatcher._capped``), so none can spend more."""
         scopes = budgets.budget_scopes(self.policy, key)
         if not scopes:
             return
         defaults = self.policy.defaults
         amount = budgets.reservation_micros(
             defaults,
-            (c.model for c in decision.candidates),
+            [c.model for c in decision.candidates],
             decision.prompt_tokens,
             features.requested_output_tokens,
             features.n,
             self.accountant.price_of,
         )
-        record.cap_output = features.requested_output_tokens is None
+        record.reserved_micros, record.requested_output_tokens, record.n = (
+            amount,
+            features.requested_output_tokens,
+            features.n,
+        )
         ttl = math.ceil(defaults.timeout_s * (defaults.retries + 2) + min(RESERVATION_GRACE_S, defaults.timeout_s))
         for scope in scopes:
             record.reservations.append(scope)  # before the call: a cancel mid-call still releases it
