@@ -98,6 +98,6 @@ def covered_output(
     wanted = requested_output if requested_output is not None else output_cap(defaults, model, prompt_tokens)
     if price.output > 0:
         room_usd = reserved_micros / MICRO - price.cost_usd(prompt_tokens, 0)
-        affordable = math.floor(room_usd * PER_MILLION / price.output / max(n, 1) - 1e-6)
+        affordable = math.floor(room_usd * PER_MILLION / price.output / max(n, 1) + 1e-6)  # float noise
         wanted = min(wanted, max(1, affordable))
     return wanted if requested_output is None or wanted < requested_output else None
