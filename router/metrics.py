@@ -29,6 +29,8 @@ OUTCOMES = frozenset(
         "stream_error",
         "cancelled",
         "timeout",
+        "unavailable",  # the state store is down and the feature fails closed (503)
+        "internal_error",  # an exception nobody expected, answered as an accounted 502
     }
 )
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
