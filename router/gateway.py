@@ -372,8 +372,9 @@ class Gateway:
         return functools.partial(self.accountant.estimate_usage, record)
 
     async def fail(self, record: RequestRecord, error: RouterError) -> None:
-        record.error_type = str(error.status)  # a bounded label value, unlike upstream error codes
         record.outcome = outcome_of(error)
+        # a bounded label value, unlike upstream error codes
+        record.error_type = "cancelled" if record.outcome == "cancelled" else str(error.status)
         await asyncio.shield(self.finish(record))
 
     async def finish(self, record: RequestRecord) -> None:
