@@ -170,7 +170,7 @@ class Metrics:
     def exposition(self) -> bytes:
         if multiprocess_enabled():
             registry = CollectorRegistry()
-            MultiProcessCollector(registry)
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
             return generate_latest(registry)
         return generate_latest(self.registry)
 
