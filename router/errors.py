@@ -13,6 +13,7 @@ RouterError                      -> {"error": {"message", "type", "param", "code
 ├── HeadersTooLarge       431    more than 100 headers or 32 KiB of them
 ├── NoCandidate           400/503 nothing in the policy can serve the request
 └── UpstreamFailure       502/503/504 every candidate failed (last error summarised)
+    └── UpstreamSaturated 503    every candidate's connections were busy (Retry-After)
 """
 
 from __future__ import annotations
@@ -123,3 +124,11 @@ class UpstreamFailure(RouterError):
     status = 502
     error_type = "upstream_error"
     code = "upstream_error"
+
+
+class UpstreamSaturated(UpstreamFailure):
+    """Every candidate was busy (no pooled connection free in time); none of them failed."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "upstream_saturated"
