@@ -66,8 +66,6 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    if moment is None:
-        return None
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 

@@ -45,7 +45,10 @@ class OpenAICompatibleAdapter:
         max_connections: int,
         redact: Redactor = NO_SECRETS,
     ) -> None:
+        if not provider.base_url:
+            raise ValueError(f"provider '{provider.name}' of type openai needs a base_url")
         self.provider = provider
+        self.base_url = provider.base_url
         self.session = session
         self.connections = asyncio.Semaphore(max_connections)
         self.redact = redact
@@ -152,13 +155,13 @@ class OpenAICompatibleAdapter:
         try:
             try:
                 return await self.session.post(
-                    self.provider.base_url + path, data=data, headers=headers, timeout=timeout, allow_redirects=False
+                    self.base_url + path, data=data, headers=headers, timeout=timeout, allow_redirects=False
                 )
             except aiohttp.ServerDisconnectedError:
                 # A pooled keep-alive connection the server had already dropped (local servers
                 # often close after an error): once more on a fresh connection, not a model failure.
                 return await self.session.post(
-                    self.provider.base_url + path, data=data, headers=headers, timeout=timeout, allow_redirects=False
+                    self.base_url + path, data=data, headers=headers, timeout=timeout, allow_redirects=False
                 )
         except aiohttp.ServerTimeoutError:
             raise UpstreamError("connect_error", "connecting to the upstream timed out") from None
@@ -209,9 +212,9 @@ class SSEChunkStream:
                 self.ready = 0
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError):
             raise UpstreamError("stream_error", "upstream connection broke during the stream") from None
-        data = _event_data(pending)
-        if data is not None and data != b"[DONE]":
-            yield _parse_chunk(data)  # a last event without its blank line
+        last = _event_data(pending)
+        if last is not None and last != b"[DONE]":
+            yield _parse_chunk(last)  # a last event without its blank line
 
     async def aclose(self) -> None:
         self.response.close()
