@@ -5,7 +5,9 @@
 - The last candidate may be retried (``retries``) with exponential backoff and full jitter,
   honouring ``Retry-After`` up to ``max_retry_wait_s``, within a retry budget.
 - An upstream 4xx is the request's fault: returned as it is, no retry, no fallback.
-- Every attempt updates the model's health (circuit breaker, cooldown) in the state store.
+- Every attempt updates the model's health (circuit breaker, cooldown) in the state store,
+  except a wait for a busy provider's connections (``blames_model`` False): that provider's
+  other candidates are skipped, and if nothing else answers the client gets 503 + Retry-After.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from router import budgets
 from router.accounting import Accountant, RequestRecord
-from router.errors import InvalidRequest, RouterError, UpstreamFailure
+from router.errors import InvalidRequest, RouterError, UpstreamFailure, UpstreamSaturated
 from router.logthrottle import LogThrottle
 from router.metrics import Metrics
 from router.policy.engine import Decision
@@ -134,6 +136,8 @@ class Dispatcher:
             last_index = len(decision.candidates) - 1
             for index, candidate in enumerate(decision.candidates):
                 model = candidate.model
+                if any(f.reason == "saturated" and m.provider == model.provider for m, f in failures):
+                    continue  # its provider's connections are all busy: no second wait
                 if not await self.store.claim_probe(model.name, time.time()):
                     continue  # half-open and another request is probing it
                 if failures:
@@ -213,7 +217,8 @@ class Dispatcher:
                 },
             )
             failures.append((model, error))
-            await self._unhealthy(model, error)
+            if error.blames_model:
+                await self._unhealthy(model, error)
             wait = self._retry_wait(error, retry)
             if retry == retries or wait is None or not self.budget.try_acquire():
                 return None
@@ -380,6 +385,14 @@ def exhausted_error(failures: list[tuple[Model, UpstreamError]]) -> RouterError:
             f"Every candidate model is rate limited; tried {tried}.",
             code="upstream_rate_limited",
             status=429,
+            headers=headers,
+        )
+    if all(f.reason in ("saturated", "rate_limited") for _, f in failures):
+        waits = [f.retry_after_s for _, f in failures if f.retry_after_s is not None]
+        headers["retry-after"] = str(max(1, round(min(waits)))) if waits else "1"
+        del headers["x-should-retry"]  # busy, not broken: a client's own retry after the wait is welcome
+        return UpstreamSaturated(
+            f"Every candidate model is busy (no upstream connection free in time); tried {tried}. Retry shortly.",
             headers=headers,
         )
     status = 504 if last.reason in ("timeout", "ttft_timeout", "idle_timeout") else 502

@@ -13,6 +13,7 @@ RouterError                      -> {"error": {"message", "type", "param", "code
 ├── HeadersTooLarge       431    more than 100 headers or 32 KiB of them
 ├── NoCandidate           400/503 nothing in the policy can serve the request
 ├── UpstreamFailure       502/503/504 every candidate failed (last error summarised)
+│   └── UpstreamSaturated 503    every candidate's connections were busy (Retry-After)
 ├── InternalFailure       502    an exception nobody expected (logged; the request is accounted)
 └── ClientDisconnected    499    the client left before the answer was ready (nobody reads it)
 """
@@ -139,3 +140,11 @@ class ClientDisconnected(RouterError):
     status = 499
     error_type = "invalid_request_error"
     code = "client_disconnected"
+
+
+class UpstreamSaturated(UpstreamFailure):
+    """Every candidate was busy (no pooled connection free in time); none of them failed."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "upstream_saturated"

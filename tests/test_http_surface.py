@@ -119,10 +119,11 @@ def test_request_id_is_kept_when_given_and_made_when_not(http):
     assert unsafe.headers["x-request-id"].startswith("req_")
 
 
-def test_request_id_reaches_the_upstream(http, upstream):
+def test_request_id_reaches_the_upstream_as_x_client_request_id(http, upstream):
     response = http.post("/v1/chat/completions", json=HELLO, headers={"x-request-id": "trace-456"})
     assert response.status_code == 200
-    assert upstream.last_request.headers["x-request-id"] == "trace-456"
+    assert upstream.last_request.headers["x-client-request-id"] == "trace-456"
+    assert "x-request-id" not in upstream.last_request.headers
 
 
 def test_request_ids_are_on_errors_and_unknown_paths_too(http):

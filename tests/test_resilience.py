@@ -40,7 +40,7 @@ def test_503_is_retried_answered_once_and_billed_once_with_one_request_id(tmp_pa
         samples = scrape(router.url)
     assert raw.headers["x-router-attempts"] == "2"
     assert len(upstream.chat_requests) == 2
-    assert {r.headers["x-request-id"] for r in upstream.chat_requests} == {raw.headers["x-request-id"]}
+    assert {r.headers["x-client-request-id"] for r in upstream.chat_requests} == {raw.headers["x-request-id"]}
     one_request_cost = (20 * 1.0 + 5 * 2.0) / 1e6
     assert float(raw.headers["x-router-cost-usd"]) == pytest.approx(one_request_cost)
     assert metric_sum(samples, "router_cost_usd_total") == pytest.approx(one_request_cost)

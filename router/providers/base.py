@@ -4,6 +4,10 @@ An adapter turns one ``UpstreamCall`` into either a ``Completion`` (JSON body pl
 or a ``ChunkStream`` (parsed chat.completion.chunk dicts). Failures are ``UpstreamError``
 whose ``reason`` is a fixed vocabulary, safe to use as a metric label and to show a client:
 it never carries an upstream URL, body or key.
+
+UpstreamError                 one failed attempt; counts against the model's health
+└── ProviderSaturated         no pooled connection free within the wait: the model is busy, not
+                              broken (``blames_model`` is False: no health penalty)
 """
 
 from __future__ import annotations
@@ -23,13 +27,19 @@ class Usage:
 
     @classmethod
     def from_openai(cls, usage: Any) -> Usage | None:
-        if not isinstance(usage, dict):
+        """OpenAI's ``usage`` object; None when absent. Counts of the wrong type (a string,
+        a negative or absurd number) are a malformed upstream body: ``bad_response``."""
+        if usage is None:
             return None
-        details = usage.get("prompt_tokens_details") or {}
+        if not isinstance(usage, dict):
+            raise UpstreamError("bad_response", "upstream sent a usage that is not an object")
+        details = usage.get("prompt_tokens_details")
+        if details is not None and not isinstance(details, dict):
+            raise UpstreamError("bad_response", "upstream sent prompt_tokens_details that is not an object")
         return cls(
-            input_tokens=int(usage.get("prompt_tokens") or 0),
-            output_tokens=int(usage.get("completion_tokens") or 0),
-            cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
+            input_tokens=_token_count(usage.get("prompt_tokens")),
+            output_tokens=_token_count(usage.get("completion_tokens")),
+            cached_tokens=_token_count(details.get("cached_tokens")) if details else 0,
         )
 
     def to_openai(self) -> dict[str, Any]:
@@ -39,6 +49,19 @@ class Usage:
             "total_tokens": self.input_tokens + self.output_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         }
+
+
+MAX_TOKEN_COUNT = 2**31  # more tokens than any context window: a broken counter, not usage
+
+
+def _token_count(value: Any) -> int:
+    if value is None:
+        return 0
+    if type(value) is int and 0 <= value < MAX_TOKEN_COUNT:
+        return value
+    if type(value) is float and value.is_integer() and 0 <= value < MAX_TOKEN_COUNT:
+        return int(value)
+    raise UpstreamError("bad_response", "upstream sent a token count that is not a whole number")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +89,10 @@ class UpstreamError(Exception):
     """One failed attempt. ``retryable`` failures move on to the next candidate.
 
     reasons: connect_error, timeout, ttft_timeout, idle_timeout, rate_limited, server_error,
-    auth_error, client_error, bad_response, stream_error
+    auth_error, client_error, bad_response, stream_error, saturated
     """
+
+    blames_model = True  # whether the failure counts against the model's health
 
     def __init__(
         self,
@@ -86,6 +111,24 @@ class UpstreamError(Exception):
         self.retryable = retryable
         self.retry_after_s = retry_after_s
         self.client_body = client_body
+
+
+SATURATED_RETRY_AFTER_S = 1.0  # how long a client is asked to wait: connections free up quickly
+
+
+class ProviderSaturated(UpstreamError):
+    """Every pooled connection to the provider stayed busy for the whole bounded wait.
+
+    The upstream was never contacted: the next candidate may be tried, nothing counts
+    against the model's health, and if nothing else answers the client gets 503 with
+    ``Retry-After``."""
+
+    blames_model = False
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(
+            "saturated", f"every connection to provider '{provider}' is busy", retry_after_s=SATURATED_RETRY_AFTER_S
+        )
 
 
 class ProviderAdapter(Protocol):

@@ -2,8 +2,21 @@
 
 One pooled aiohttp session per provider, built at start-up. The client's body is
 forwarded as it came with only ``model`` replaced (and ``stream_options.include_usage``
-forced on for streams so cost is exact); headers go by allow-list; redirects are not
-followed, so upstream URLs come only from the policy.
+forced on for streams so cost is exact); redirects are not followed, so upstream URLs
+come only from the policy; what is read back is checked where it is read (openai_shapes).
+
+Headers sent upstream, and nothing else: ``Host``, ``Content-Type: application/json``,
+``Content-Length``, ``Accept: */*`` and ``Accept-Encoding`` (aiohttp's), ``Authorization:
+Bearer`` when the provider has a key, the provider's own headers from the policy, the
+client's ``traceparent``/``tracestate``/``openai-beta`` (allow-list), and the request id as
+``X-Client-Request-Id`` (OpenAI's header for a caller's id). ``x-request-id`` is never sent:
+servers own that name, and llama-cpp-python answers an empty 400 to any value that is not a
+UUID. No ``User-Agent`` (some gateways filter on it).
+
+Connections: at most ``max_connections`` requests hold a connection at once. A request
+that finds them all busy waits for one at most its connect timeout (and at most half of
+what the attempt may take to its first byte), then fails with ``ProviderSaturated``: the
+model is busy, not broken, and nothing counts against its health.
 """
 
 from __future__ import annotations
@@ -16,38 +29,50 @@ import aiohttp
 import orjson
 
 from router.policy.model import Provider
-from router.providers.base import Completion, UpstreamCall, UpstreamError, Usage
-from router.providers.http_errors import error_from_status
+from router.providers import openai_shapes
+from router.providers.base import Completion, ProviderSaturated, UpstreamCall, UpstreamError
+from router.providers.http_errors import NO_SECRETS, Redactor, error_from_status
 
 FORWARDED_HEADERS = ("traceparent", "tracestate", "openai-beta")
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 class OpenAICompatibleAdapter:
-    def __init__(self, provider: Provider, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        session: aiohttp.ClientSession,
+        max_connections: int,
+        redact: Redactor = NO_SECRETS,
+    ) -> None:
+        if not provider.base_url:
+            raise ValueError(f"provider '{provider.name}' of type openai needs a base_url")
         self.provider = provider
+        self.base_url = provider.base_url
         self.session = session
+        self.connections = asyncio.Semaphore(max_connections)
+        self.redact = redact
         self.base_headers = {"content-type": "application/json", **provider.headers}
         if provider.api_key:
             self.base_headers["authorization"] = f"Bearer {provider.api_key}"
 
     async def complete(self, call: UpstreamCall) -> Completion:
-        return await self._json_call("/chat/completions", self._body(call), call)
+        raw = await self._json_call("/chat/completions", self._body(call), call)
+        return openai_shapes.completion(raw)
 
     async def embed(self, call: UpstreamCall) -> Completion:
-        return await self._json_call("/embeddings", self._body(call), call)
+        raw = await self._json_call("/embeddings", self._body(call), call)
+        return openai_shapes.embeddings(raw)
 
     async def stream(self, call: UpstreamCall) -> SSEChunkStream:
         body = self._body(call)
         body["stream"] = True
         if "stream_options" not in self.provider.unsupported_params:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        response = await self._post("/chat/completions", body, call)
+        response = await self._post("/chat/completions", body, call, call.timeouts.ttft_s)
         try:
             if response.status != 200:
-                raise error_from_status(
-                    response.status, await _read_capped(response), response.headers.get("retry-after")
-                )
+                raise self._error(response.status, await _read_capped(response), response.headers.get("retry-after"))
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 raise UpstreamError("bad_response", "upstream answered a stream request without an event stream")
         except BaseException:
@@ -66,9 +91,13 @@ class OpenAICompatibleAdapter:
             del body[name]
         return body
 
-    async def _json_call(self, path: str, body: dict[str, Any], call: UpstreamCall) -> Completion:
+    def _error(self, status: int, body: bytes, retry_after: str | None) -> UpstreamError:
+        return error_from_status(status, body, retry_after, self.redact)
+
+    async def _json_call(self, path: str, body: dict[str, Any], call: UpstreamCall) -> Any:
+        """The upstream's 200 body, parsed (its shape is the caller's to check)."""
         try:
-            response = await self._post(path, body, call)
+            response = await self._post(path, body, call, call.timeouts.total_s)
             try:
                 raw = await _read_capped(response)
             except BaseException:
@@ -78,34 +107,61 @@ class OpenAICompatibleAdapter:
         except (aiohttp.ClientError, OSError):
             raise UpstreamError("connect_error", "upstream connection failed while reading the response") from None
         if response.status != 200:
-            raise error_from_status(response.status, raw, response.headers.get("retry-after"))
+            raise self._error(response.status, raw, response.headers.get("retry-after"))
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise UpstreamError("bad_response", "upstream returned a body that is not valid JSON") from None
         if not isinstance(parsed, dict) or "error" in parsed:
             raise UpstreamError("bad_response", "upstream returned an error or an unexpected body with status 200")
-        return Completion(parsed, Usage.from_openai(parsed.get("usage")))
+        return parsed
 
-    async def _post(self, path: str, body: dict[str, Any], call: UpstreamCall) -> aiohttp.ClientResponse:
+    async def _post(
+        self, path: str, body: dict[str, Any], call: UpstreamCall, first_byte_s: float
+    ) -> aiohttp.ClientResponse:
+        """POST holding one of the provider's connections until the response lets it go."""
+        await self._take_connection(min(call.timeouts.connect_s, first_byte_s / 2))
+        try:
+            response = await self._send(path, body, call)
+        except BaseException:
+            self.connections.release()
+            raise
+        connection = response.connection
+        if connection is None:  # already read to the end and back in the pool
+            self.connections.release()
+        else:
+            connection.add_callback(self.connections.release)  # on release or close, exactly once
+        return response
+
+    async def _take_connection(self, wait_s: float) -> None:
+        if not self.connections.locked():
+            await self.connections.acquire()  # free: no wait, no timer
+            return
+        try:
+            async with asyncio.timeout(wait_s):
+                await self.connections.acquire()
+        except TimeoutError:
+            raise ProviderSaturated(self.provider.name) from None
+
+    async def _send(self, path: str, body: dict[str, Any], call: UpstreamCall) -> aiohttp.ClientResponse:
         headers = dict(self.base_headers)
         for name in FORWARDED_HEADERS:
             if name in call.headers:
                 headers[name] = call.headers[name]
         if call.request_id:
-            headers["x-request-id"] = call.request_id
+            headers["x-client-request-id"] = call.request_id
         timeout = aiohttp.ClientTimeout(total=None, connect=call.timeouts.connect_s)
         data = orjson.dumps(body)
         try:
             try:
                 return await self.session.post(
-                    self.provider.base_url + path, data=data, headers=headers, timeout=timeout, allow_redirects=False
+                    self.base_url + path, data=data, headers=headers, timeout=timeout, allow_redirects=False
                 )
             except aiohttp.ServerDisconnectedError:
                 # A pooled keep-alive connection the server had already dropped (local servers
                 # often close after an error): once more on a fresh connection, not a model failure.
                 return await self.session.post(
-                    self.provider.base_url + path, data=data, headers=headers, timeout=timeout, allow_redirects=False
+                    self.base_url + path, data=data, headers=headers, timeout=timeout, allow_redirects=False
                 )
         except aiohttp.ServerTimeoutError:
             raise UpstreamError("connect_error", "connecting to the upstream timed out") from None
@@ -156,9 +212,9 @@ class SSEChunkStream:
                 self.ready = 0
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError):
             raise UpstreamError("stream_error", "upstream connection broke during the stream") from None
-        data = _event_data(pending)
-        if data is not None and data != b"[DONE]":
-            yield _parse_chunk(data)  # a last event without its blank line
+        last = _event_data(pending)
+        if last is not None and last != b"[DONE]":
+            yield _parse_chunk(last)  # a last event without its blank line
 
     async def aclose(self) -> None:
         self.response.close()
@@ -173,19 +229,16 @@ def _event_data(event: bytes) -> bytes | None:
 
 def _parse_chunk(data: bytes) -> dict[str, Any]:
     try:
-        chunk = orjson.loads(data)
+        parsed = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise UpstreamError("stream_error", "upstream sent an event that is not valid JSON") from None
-    if not isinstance(chunk, dict):
-        raise UpstreamError("stream_error", "upstream sent an event that is not a JSON object")
-    if "error" in chunk:
-        raise UpstreamError("stream_error", "upstream reported an error inside the stream")
-    return chunk
+    return openai_shapes.chunk(parsed)
 
 
-def session_for(provider: Provider, default_limit: int) -> aiohttp.ClientSession:
+def session_for(provider: Provider, limit: int) -> aiohttp.ClientSession:
+    """The provider's pool; ``limit`` matches the adapter's own count, so aiohttp never queues."""
     connector = aiohttp.TCPConnector(
-        limit=provider.max_connections or default_limit,
+        limit=limit,
         limit_per_host=0,
         ttl_dns_cache=300,
         keepalive_timeout=30,

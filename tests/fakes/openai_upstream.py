@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_MODELS",
     "DEFAULT_TOOL_ARGUMENTS",
     "Behaviour",
+    "EchoHeaderError",
     "ErrorReply",
     "FakeOpenAIUpstream",
     "Hang",
@@ -160,7 +161,16 @@ class RawReply:
     headers: dict[str, str] | None = None
 
 
-Behaviour = Reply | ErrorReply | Hang | StreamThenReset | RawReply
+@dataclass
+class EchoHeaderError:
+    """An OpenAI-shaped error whose message quotes a request header, as some servers do
+    (``Invalid authorization header: Bearer sk-…``)."""
+
+    status: int = 400
+    header: str = "authorization"
+
+
+Behaviour = Reply | ErrorReply | Hang | StreamThenReset | RawReply | EchoHeaderError
 
 _ERROR_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
     400: ("invalid_request_error", "Invalid request.", None),
@@ -304,8 +314,13 @@ class FakeOpenAIUpstream(ThreadedAiohttpServer):
         chunk_delay_s: float = 0.0,
         models: Iterable[str] = DEFAULT_MODELS,
         embedding_dims: int = 8,
+        request_id_must_be_uuid: bool = False,
     ) -> None:
+        """``request_id_must_be_uuid``: answer an empty 400 to any ``x-request-id`` that is
+        not a UUID, before routing, as llama-cpp-python's server does (starlette-context's
+        ``RequestIdPlugin`` with its default ``validate=True``)."""
         super().__init__(host=host, port=port)
+        self.request_id_must_be_uuid = request_id_must_be_uuid
         self.usage = usage
         self.chunk_delay_s = chunk_delay_s
         self.models = tuple(models)
@@ -322,13 +337,25 @@ class FakeOpenAIUpstream(ThreadedAiohttpServer):
         return f"http://{self.host}:{self.port}/v1"
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        middlewares = [self._uuid_request_id] if self.request_id_must_be_uuid else []
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=middlewares)
         app.router.add_post("/v1/chat/completions", self._handle_chat)
         app.router.add_post("/v1/embeddings", self._handle_embeddings)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_get("/v1/models/{model}", self._handle_model)
         app.router.add_route("*", "/{tail:.*}", self._handle_unknown)
         return app
+
+    @web.middleware
+    async def _uuid_request_id(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        value = request.headers.get("x-request-id")
+        if value is not None:
+            try:
+                uuid.UUID(value, version=4)
+            except ValueError:
+                await self._record(request)
+                return web.Response(status=400)  # empty body, as starlette-context answers
+        return await handler(request)
 
     # ----------------------------------------------------------------- scripting / observation
 
@@ -386,6 +413,10 @@ class FakeOpenAIUpstream(ThreadedAiohttpServer):
             hdrs = self._base_headers(behaviour.headers)
             hdrs["Content-Type"] = behaviour.content_type
             return web.Response(status=behaviour.status, body=data, headers=hdrs)
+        if isinstance(behaviour, EchoHeaderError):
+            quoted = ctx.request.headers.get(behaviour.header, "")
+            body = openai_error(f"Invalid value for header '{behaviour.header}': {quoted}")
+            return self._json_response(behaviour.status, body)
         if isinstance(behaviour, RawReply):
             hdrs = dict(behaviour.headers or {})
             hdrs["Content-Type"] = behaviour.content_type
