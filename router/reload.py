@@ -81,8 +81,8 @@ class PolicyReloader:
     async def _retire(self, gateway: Gateway) -> None:
         """Close the old gateway's upstream pools once its in-flight requests are done."""
         deadline = asyncio.get_running_loop().time() + gateway.policy.defaults.timeout_s * 2
-        while gateway.inflight and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(RETIRE_POLL_S)  # noqa: ASYNC110 - the count is a plain int owned by the gateway
+        while gateway.inflight and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(RETIRE_POLL_S)
         await close_adapters(dict(gateway.adapters))
 
     async def watch(self) -> None:
