@@ -79,13 +79,16 @@ def load_policy(
     path: str | os.PathLike[str], env: Mapping[str, str] | None = None, serving: Collection[str] = ()
 ) -> Policy:
     """Read and load ``path``; ``serving``: providers serving now (on reload), see above."""
-    file_path = FilePath(path)
+    return parse_policy(read_policy_file(path), str(path), os.environ if env is None else env, serving)
+
+
+def read_policy_file(path: str | os.PathLike[str]) -> bytes:
+    """The file's bytes, at most one past the size limit (``parse_policy`` refuses those)."""
     try:
-        with file_path.open("rb") as file:
-            data = file.read(MAX_POLICY_BYTES + 1)
+        with FilePath(path).open("rb") as file:
+            return file.read(MAX_POLICY_BYTES + 1)
     except OSError as exc:
-        raise PolicyError([f"{file_path}: cannot read policy file: {exc.strerror}"]) from None
-    return parse_policy(data, str(file_path), os.environ if env is None else env, serving)
+        raise PolicyError([f"{path}: cannot read policy file: {exc.strerror}"]) from None
 
 
 def parse_policy(data: bytes, source: str, env: Mapping[str, str], serving: Collection[str] = ()) -> Policy:

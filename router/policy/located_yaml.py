@@ -94,7 +94,8 @@ def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _tag_name(tag: str) -> str:
+def _tag_name(tag: str | None) -> str:
+    tag = str(tag)
     return "!!" + tag.removeprefix(YAML_TAG) if tag.startswith(YAML_TAG) else tag
 
 
