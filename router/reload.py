@@ -67,7 +67,13 @@ class PolicyReloader:
                 return ReloadResult("unchanged", current.policy.sha256)
             for warning in policy.warnings:
                 log.warning("policy warning", extra={"warning": warning})
-            adapters = build_adapters(policy, self.runtime.settings.upstream_max_connections)
+            try:
+                adapters = build_adapters(policy, self.runtime.settings.upstream_max_connections)
+            except Exception as exc:  # e.g. a provider library that fails to import
+                log.error("policy reload: cannot build the providers", exc_info=True)
+                return self._failed(
+                    current.policy.sha256, [f"{self.path}: cannot build the providers ({type(exc).__name__})"]
+                )
             self.runtime.gateway = Gateway(policy, adapters, self.runtime.store, self.runtime.metrics)
             metrics = self.runtime.metrics
             metrics.policy_reloads.labels(result="success").inc()
@@ -87,7 +93,10 @@ class PolicyReloader:
         data = read_policy_file(self.path)
         if hashlib.sha256(data).hexdigest() == current_sha256:
             return None
-        return parse_policy(data, str(self.path), os.environ, serving)
+        policy = parse_policy(data, str(self.path), os.environ, serving)
+        if any(p.enabled and p.type == "litellm" for p in policy.providers.values()):
+            import router.providers.litellm_adapter  # noqa: F401 - importing litellm takes seconds: not on the loop
+        return policy
 
     def _failed(self, sha256: str, errors: list[str]) -> ReloadResult:
         self.runtime.metrics.policy_reloads.labels(result="failure").inc()

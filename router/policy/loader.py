@@ -135,9 +135,13 @@ def _literal_key_warnings(document: dict[str, Any], source: str, lines: dict[Pat
             path: Path = ("providers", name, "api_key")
             warnings.append(
                 f"{source}:{line_of(lines, path)} {format_path(path)}: warning: a literal key in the policy file; "
-                f"reference an environment variable instead (api_key: ${{{name.upper()}_API_KEY}})"
+                f"reference an environment variable instead (api_key: ${{{_variable_name(name)}_API_KEY}})"
             )
     return tuple(warnings)
+
+
+def _variable_name(provider: str) -> str:
+    return re.sub(r"[^A-Z0-9_]", "_", provider.upper())
 
 
 def _pydantic_message(error: ErrorDetails) -> str:
