@@ -8,6 +8,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 
 import orjson
 from starlette.applications import Starlette
@@ -45,6 +46,8 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
     runtime = Runtime(settings=settings, metrics=metrics, store=build_store(settings, loaded, metrics))
     tokens.warm_up()
     log_policy_summary(loaded)
+    for warning in loaded.warnings:
+        log.warning("policy warning", extra={"warning": warning})
     runtime.metrics.show_policy(loaded.sha256)
     runtime.metrics.prime(loaded, loaded.teams())
 
@@ -134,11 +137,15 @@ def install_drain_on_sigterm(runtime: Runtime) -> None:
         return
     loop = asyncio.get_running_loop()
 
-    def on_sigterm(signum: int, frame: object) -> None:
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
         if runtime.ready:
             runtime.ready = False
             log.warning("SIGTERM: draining", extra={"drain_delay_s": runtime.settings.drain_delay_s})
-            loop.call_soon_threadsafe(loop.call_later, runtime.settings.drain_delay_s, uvicorn_handler, signum, frame)
+
+            def stop_later() -> None:
+                loop.call_later(runtime.settings.drain_delay_s, uvicorn_handler, signum, frame)
+
+            loop.call_soon_threadsafe(stop_later)
         else:
             uvicorn_handler(signum, frame)  # a second SIGTERM: stop now
 
@@ -168,7 +175,9 @@ def build_store(settings: Settings, policy: Policy, metrics: Metrics) -> StateSt
 async def check_store(store: StateStore) -> None:
     """Run the Redis scripts once at start-up: refused scripts stop the process; an
     unreachable Redis is logged and served around per the failure table."""
-    if not isinstance(store, ResilientStore):
+    from router.state.redis_store import RedisStateStore
+
+    if not isinstance(store, ResilientStore) or not isinstance(store.primary, RedisStateStore):
         return
     try:
         await store.primary.self_test()

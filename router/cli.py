@@ -58,6 +58,8 @@ def check(file: Annotated[Path, typer.Argument(help="policy file to validate")])
     except PolicyError as exc:
         _fail(exc.errors)
         return
+    for warning in loaded.warnings:
+        typer.echo(warning, err=True)
     typer.echo(models_table(loaded))
     typer.echo(f"\n{file}: OK ({len(loaded.models)} models, {len(loaded.routes)} routes, sha256 {loaded.sha256[:12]})")
 

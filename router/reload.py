@@ -6,7 +6,9 @@ compares its SHA-256. A valid new policy becomes a new ``Gateway`` in one refere
 requests already running (streams included) finish on the gateway they started with, whose
 upstream pools are closed once they are done. An invalid file is logged with its located
 errors, counted as ``router_policy_reloads_total{result="failure"}``, and the last good
-policy keeps serving.
+policy keeps serving. So is an edit that would disable a provider serving now (an unset
+variable disables a provider only at start-up). The file is read and parsed in a worker
+thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 from router.gateway import Gateway
-from router.policy.loader import PolicyError, load_policy
+from router.policy.loader import PolicyError, parse_policy, read_policy_file
+from router.policy.model import Policy
 from router.providers.registry import build_adapters, close_adapters
 from router.runtime import Runtime
 
@@ -46,17 +50,30 @@ class PolicyReloader:
     async def reload(self) -> ReloadResult:
         async with self.lock:
             current = self.runtime.gateway
+            if current is None:
+                raise RuntimeError("policy reload before start-up finished")
+            serving = frozenset(name for name, p in current.policy.providers.items() if p.enabled)
             try:
-                data = self.path.read_bytes()
-            except OSError as exc:
-                return self._failed(current.policy.sha256, [f"{self.path}: cannot read policy file: {exc.strerror}"])
-            if hashlib.sha256(data).hexdigest() == current.policy.sha256:
-                return ReloadResult("unchanged", current.policy.sha256)
-            try:
-                policy = load_policy(self.path)
+                # Reading and parsing run in a thread: a large or hostile file never stalls the loop.
+                policy = await asyncio.to_thread(self._load_if_changed, current.policy.sha256, serving)
             except PolicyError as exc:
                 return self._failed(current.policy.sha256, exc.errors)
-            adapters = build_adapters(policy, self.runtime.settings.upstream_max_connections)
+            except Exception as exc:  # a loader bug is still a counted, logged failure
+                log.error("policy reload: unexpected error while loading", exc_info=True)
+                return self._failed(
+                    current.policy.sha256, [f"{self.path}: the policy could not be loaded ({type(exc).__name__})"]
+                )
+            if policy is None:
+                return ReloadResult("unchanged", current.policy.sha256)
+            for warning in policy.warnings:
+                log.warning("policy warning", extra={"warning": warning})
+            try:
+                adapters = build_adapters(policy, self.runtime.settings.upstream_max_connections)
+            except Exception as exc:  # e.g. a provider library that fails to import
+                log.error("policy reload: cannot build the providers", exc_info=True)
+                return self._failed(
+                    current.policy.sha256, [f"{self.path}: cannot build the providers ({type(exc).__name__})"]
+                )
             self.runtime.gateway = Gateway(policy, adapters, self.runtime.store, self.runtime.metrics)
             metrics = self.runtime.metrics
             metrics.policy_reloads.labels(result="success").inc()
@@ -71,6 +88,16 @@ class PolicyReloader:
             task.add_done_callback(self.retiring.discard)
             return ReloadResult("success", policy.sha256)
 
+    def _load_if_changed(self, current_sha256: str, serving: frozenset[str]) -> Policy | None:
+        """The new policy, or None if the file is unchanged (runs in a worker thread)."""
+        data = read_policy_file(self.path)
+        if hashlib.sha256(data).hexdigest() == current_sha256:
+            return None
+        policy = parse_policy(data, str(self.path), os.environ, serving)
+        if any(p.enabled and p.type == "litellm" for p in policy.providers.values()):
+            import router.providers.litellm_adapter  # noqa: F401 - importing litellm takes seconds: not on the loop
+        return policy
+
     def _failed(self, sha256: str, errors: list[str]) -> ReloadResult:
         self.runtime.metrics.policy_reloads.labels(result="failure").inc()
         log.error(
@@ -81,6 +108,7 @@ class PolicyReloader:
     async def _retire(self, gateway: Gateway) -> None:
         """Close the old gateway's upstream pools once its in-flight requests are done."""
         deadline = asyncio.get_running_loop().time() + gateway.policy.defaults.timeout_s * 2
+        # the in-flight count is a plain int owned by the gateway, not an event to wait on
         while gateway.inflight and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(RETIRE_POLL_S)
         await close_adapters(dict(gateway.adapters))

@@ -261,7 +261,11 @@ def test_ttft_timeout_cannot_exceed_total_timeout():
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("  timeout_s: 120\n", "  timeout_s: 0\n", "p.yaml:34 defaults.timeout_s: Input should be greater than 0"),
+        (
+            "  timeout_s: 120\n",
+            "  timeout_s: 0\n",
+            "p.yaml:34 defaults.timeout_s: Input should be greater than or equal to 1",
+        ),
         ("  retries: 2\n", "  retries: 50\n", "p.yaml:36 defaults.retries: Input should be less than or equal to 5"),
         ("  retries: 2\n", "  retries: two\n", "p.yaml:36 defaults.retries: Input should be a valid integer"),
     ],

@@ -10,6 +10,7 @@ import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -37,8 +38,9 @@ def litellm_package_dir() -> Path:
 
 
 @lru_cache(maxsize=1)
-def load_model_map() -> dict[str, dict]:
-    return orjson.loads((litellm_package_dir() / MODEL_MAP_FILE).read_bytes())
+def load_model_map() -> dict[str, dict[str, Any]]:
+    model_map: dict[str, dict[str, Any]] = orjson.loads((litellm_package_dir() / MODEL_MAP_FILE).read_bytes())
+    return model_map
 
 
 def lookup(keys: list[str]) -> CatalogEntry | None:
@@ -55,7 +57,7 @@ def _per_million(value: object) -> float | None:
     return round(float(value) * PER_MILLION, 6) if isinstance(value, (int, float)) else None
 
 
-def _entry(key: str, raw: dict) -> CatalogEntry:
+def _entry(key: str, raw: dict[str, Any]) -> CatalogEntry:
     capabilities = {
         name
         for name, flag in (

@@ -2,27 +2,43 @@
 
 Every problem becomes one line ``file:line path: message``; all of them are collected
 and raised together as ``PolicyError`` so one run of ``router check`` shows them all.
+
+Secrets: a message never shows the value of an interpolated variable, only ``${VAR}``
+(``redact``), so neither ``router check`` nor the reload log can print a key. Keys belong
+in the environment: a literal ``api_key`` still loads (tests and throw-away set-ups use
+one) but carries a located warning in ``Policy.warnings``, which ``router check`` prints
+and the server logs. Header, key and URL values may not hold control characters (CR, LF,
+NUL...), checked after interpolation, so a bad variable fails the load instead of every
+request.
+
+An unset variable inside a provider disables that provider (how ``make run`` serves without
+keys). A reload passes the providers serving now as ``serving``: disabling one of them is
+an error, so the last good policy keeps serving instead of every request getting 503.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from pathlib import Path as FilePath
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from router.policy import catalog
 from router.policy.located_yaml import (
     Path,
-    YamlSyntaxError,
+    YamlError,
     format_path,
     interpolate,
     line_of,
     load_located,
+    redact,
 )
 from router.policy.model import (
     Budget,
@@ -48,27 +64,52 @@ class PolicyError(Exception):
         self.errors = errors
 
 
-def load_policy(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Policy:
-    file_path = FilePath(path)
+# The shipped policies are under 10 KiB; 1 MiB holds some 7,000 client keys. The parser is
+# pure Python (about a second per 100 KiB on a busy core), so this also bounds the CPU a
+# reload can take; it runs in a worker thread either way.
+MAX_POLICY_BYTES = 1024 * 1024
+# Control characters (CR, LF, NUL...) would split or corrupt the header or request line
+# they end up in; aiohttp refuses them per request, so they are refused once, at load.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+HEADER_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is allowed in a header value
+HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+PROXY_HEADERS = frozenset({"authorization", "host", "content-length", "transfer-encoding", "connection"})
+
+
+def load_policy(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None, serving: Collection[str] = ()
+) -> Policy:
+    """Read and load ``path``; ``serving``: providers serving now (on reload), see above."""
+    return parse_policy(read_policy_file(path), str(path), os.environ if env is None else env, serving)
+
+
+def read_policy_file(path: str | os.PathLike[str]) -> bytes:
+    """The file's bytes, at most one past the size limit (``parse_policy`` refuses those)."""
     try:
-        data = file_path.read_bytes()
+        with FilePath(path).open("rb") as file:
+            return file.read(MAX_POLICY_BYTES + 1)
     except OSError as exc:
-        raise PolicyError([f"{file_path}: cannot read policy file: {exc.strerror}"]) from None
-    return parse_policy(data, str(file_path), os.environ if env is None else env)
+        raise PolicyError([f"{path}: cannot read policy file: {exc.strerror}"]) from None
 
 
-def parse_policy(data: bytes, source: str, env: Mapping[str, str]) -> Policy:
+def parse_policy(data: bytes, source: str, env: Mapping[str, str], serving: Collection[str] = ()) -> Policy:
+    if len(data) > MAX_POLICY_BYTES:
+        raise PolicyError([f"{source}:1: the file is larger than {MAX_POLICY_BYTES // 1024 // 1024} MiB"])
     try:
         document, lines = load_located(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise PolicyError([f"{source}:1: the file is not UTF-8 text"]) from None
-    except YamlSyntaxError as exc:
-        raise PolicyError([f"{source}:{exc.line}: YAML syntax error: {exc.message}"]) from None
+    except YamlError as exc:
+        if exc.path is None:
+            raise PolicyError([f"{source}:{exc.line}: YAML syntax error: {exc.message}"]) from None
+        raise PolicyError([f"{source}:{exc.line} {format_path(exc.path)}: {exc.message}"]) from None
     if not isinstance(document, dict):
         raise PolicyError([f"{source}:1: the policy must be a mapping with version, tiers, providers, models"])
     unset: dict[Path, list[str]] = {}
-    document = interpolate(document, env, (), unset)
-    builder = _Builder(source, lines, unset)
+    used: dict[str, str] = {}
+    warnings = _literal_key_warnings(document, source, lines)
+    document = interpolate(document, env, (), unset, used)
+    builder = _Builder(source, lines, unset, used, frozenset(serving))
     builder.check_unset_outside_providers()
     if builder.errors:
         raise PolicyError(builder.errors)
@@ -79,10 +120,31 @@ def parse_policy(data: bytes, source: str, env: Mapping[str, str]) -> Policy:
     policy = builder.build(raw, hashlib.sha256(data).hexdigest())
     if builder.errors:
         raise PolicyError(builder.errors)
-    return policy
+    return replace(policy, warnings=warnings)
 
 
-def _pydantic_message(error: dict[str, Any]) -> str:
+def _literal_key_warnings(document: dict[str, Any], source: str, lines: dict[Path, int]) -> tuple[str, ...]:
+    """A located warning for each provider ``api_key`` written into the file itself."""
+    providers = document.get("providers")
+    if not isinstance(providers, dict):
+        return ()
+    warnings = []
+    for name, provider in providers.items():
+        key = provider.get("api_key") if isinstance(provider, dict) else None
+        if isinstance(key, str) and key and "${" not in key:
+            path: Path = ("providers", name, "api_key")
+            warnings.append(
+                f"{source}:{line_of(lines, path)} {format_path(path)}: warning: a literal key in the policy file; "
+                f"reference an environment variable instead (api_key: ${{{_variable_name(name)}_API_KEY}})"
+            )
+    return tuple(warnings)
+
+
+def _variable_name(provider: str) -> str:
+    return re.sub(r"[^A-Z0-9_]", "_", provider.upper())
+
+
+def _pydantic_message(error: ErrorDetails) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown key"
     if error["type"] == "missing":
@@ -93,14 +155,23 @@ def _pydantic_message(error: dict[str, Any]) -> str:
 class _Builder:
     """The load step: cross-references, catalog defaults, unset variables."""
 
-    def __init__(self, source: str, lines: dict[Path, int], unset: dict[Path, list[str]]) -> None:
+    def __init__(
+        self,
+        source: str,
+        lines: dict[Path, int],
+        unset: dict[Path, list[str]],
+        used: dict[str, str],
+        serving: frozenset[str],
+    ) -> None:
         self.source = source
         self.lines = lines
         self.unset = unset
+        self.used = used
+        self.serving = serving
         self.errors: list[str] = []
 
     def located(self, path: Path, message: str) -> str:
-        return f"{self.source}:{line_of(self.lines, path)} {format_path(path)}: {message}"
+        return f"{self.source}:{line_of(self.lines, path)} {format_path(path)}: {redact(message, self.used)}"
 
     def error(self, path: Path, message: str) -> None:
         self.errors.append(self.located(path, message))
@@ -187,12 +258,19 @@ class _Builder:
                     self.error((*path, key), f"only simulated providers take {key}")
         if raw.type == "openai" and not raw.base_url and not self._unset_under(path):
             self.error((*path, "base_url"), "an openai provider needs base_url (e.g. https://api.openai.com/v1)")
-        if raw.base_url and not raw.base_url.startswith(("http://", "https://")):
-            self.error((*path, "base_url"), f"must start with http:// or https://, got '{raw.base_url}'")
-        for header in raw.headers:
-            if header.lower() in {"authorization", "host", "content-length", "transfer-encoding", "connection"}:
-                self.error((*path, "headers", header), "this header is set by the proxy and cannot be configured")
+        if raw.base_url:
+            self._check_base_url((*path, "base_url"), raw.base_url)
+        if raw.api_key and CONTROL_CHARACTER.search(raw.api_key):
+            self.error((*path, "api_key"), "contains a control character (CR, LF, NUL...); a key is one line of text")
+        self._check_headers((*path, "headers"), raw.headers)
         missing = self._unset_under(path)
+        if missing and name in self.serving:
+            unset_path = next(p for p in self.unset if p[: len(path)] == path)
+            self.error(
+                unset_path,
+                f"environment variable {', '.join(missing)} is not set, which would disable provider '{name}' "
+                "while it is serving; the reload is refused and the last good policy keeps serving",
+            )
         return Provider(
             name=name,
             type=raw.type,
@@ -209,6 +287,23 @@ class _Builder:
             unsupported_params=frozenset(raw.unsupported_params),
             on_unsupported=raw.on_unsupported,
         )
+
+    def _check_base_url(self, path: Path, url: str) -> None:
+        if CONTROL_CHARACTER.search(url) or " " in url:
+            self.error(path, "contains a space or a control character (CR, LF, NUL...)")
+        elif not url.startswith(("http://", "https://")):
+            self.error(path, f"must start with http:// or https://, got '{url}'")
+        elif not _hostname(url):
+            self.error(path, "has no host name")
+
+    def _check_headers(self, path: Path, headers: Mapping[str, str]) -> None:
+        for header, value in headers.items():
+            if not HEADER_NAME.match(header):
+                self.error((*path, header), "not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)")
+            elif header.lower() in PROXY_HEADERS:
+                self.error((*path, header), "this header is set by the proxy and cannot be configured")
+            elif HEADER_VALUE_CONTROL.search(value):
+                self.error((*path, header), "the value contains a control character (CR, LF, NUL...)")
 
     def _unset_under(self, path: Path) -> list[str]:
         return sorted({n for p, names in self.unset.items() if p[: len(path)] == path for n in names})
@@ -241,6 +336,9 @@ class _Builder:
             return None
         price = self._price(path, raw, entry)
         context_window = raw.context_window or (entry.context_window if entry else None)
+        if raw.max_output_tokens and raw.context_window and raw.max_output_tokens > raw.context_window:
+            self.error((*path, "max_output_tokens"), "must not exceed context_window")
+            ok = False
         if context_window is None:
             self.error(path, f"context window of '{upstream}' is unknown; state context_window")
             ok = False
@@ -379,6 +477,13 @@ def _timeouts(raw: RawTimeouts | None) -> dict[str, float]:
     if raw is None:
         return {}
     return {TIMEOUT_FIELDS[k]: v for k, v in raw.model_dump().items() if v is not None}
+
+
+def _hostname(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # a malformed port or IPv6 literal
+        return None
 
 
 def _catalog_keys(name: str, raw: RawModel, upstream: str) -> list[str]:

@@ -173,6 +173,7 @@ class Policy:
     defaults: Defaults
     keys: Mapping[str, ClientKey] = field(default_factory=dict)  # by hex digest
     team_budgets: Mapping[str, Budget] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # located, e.g. a literal api_key in the file
 
     def __post_init__(self) -> None:
         for name in ("providers", "models", "routes", "keys", "team_budgets"):

@@ -2,6 +2,10 @@
 
 Unknown keys are rejected (``extra="forbid"``) so a misspelt key is an error, never
 silently ignored. The load step (``loader.py``) turns this into ``model.Policy``.
+
+Every number has a lower and an upper bound, and the comment next to it says why: a value
+outside them is a typo or a unit mistake (``ttft_timeout_s: 1e-9``, ``context_window: 1e30``)
+that would otherwise load and then time out, eject or mis-price every request.
 """
 
 from __future__ import annotations
@@ -12,7 +16,21 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Capability = Literal["tools", "vision", "json_schema"]
-PositiveInt = Field(gt=0)
+
+
+# Timeouts (seconds). Under 0.1 s a connect, first-token or idle timeout fires on healthy
+# upstreams (a TLS handshake alone can take that) and ejects them; under 1 s no model call
+# completes. A total of 24 h allows the longest reasoning stream; 10 minutes to connect and
+# an hour between tokens are already far past any upstream that still works.
+MIN_STEP_S = 0.1
+MIN_TOTAL_S = 1.0
+MAX_CONNECT_S = 600.0
+MAX_WAIT_S = 3_600.0
+MAX_TOTAL_S = 86_400.0
+# Tokens: the largest context windows hold 10M; 100M leaves room and stops 1e30.
+MAX_TOKENS = 100_000_000
+# Each retry is another full upstream call for the same request (Envoy's budget is 20 %).
+MAX_RETRIES = 5
 
 
 class Strict(BaseModel):
@@ -25,27 +43,32 @@ class RawProvider(Strict):
     api_key: str | None = None
     headers: dict[str, str] = {}
     standby: bool = False
-    max_connections: int | None = Field(default=None, gt=0, le=100_000)
+    # a pool needs a connection; past 100,000 the process runs out of file descriptors first
+    max_connections: int | None = Field(default=None, ge=1, le=100_000)
+    # simulated: up to 10 minutes, longer than any timeout can wait
     latency_ms: float | None = Field(default=None, ge=0, le=600_000)
-    tokens_per_second: float | None = Field(default=None, gt=0, le=1_000_000)
+    # simulated: under 1 token/s a stream outlives every timeout; 1M/s is beyond any model
+    tokens_per_second: float | None = Field(default=None, ge=1, le=1_000_000)
+    # simulated: a probability
     failure_rate: float | None = Field(default=None, ge=0, le=1)
     unsupported_params: list[str] = []
     on_unsupported: Literal["drop", "refuse"] = "drop"
 
 
 class RawPrice(Strict):
+    # USD per 1M tokens: free (0) up to 100,000, some 150 times the priciest model listed
     input: float = Field(ge=0, le=100_000)
     output: float = Field(ge=0, le=100_000)
     cached_input: float | None = Field(default=None, ge=0, le=100_000)
 
 
 class RawTimeouts(Strict):
-    """Per-route or per-model overrides of the defaults' timeouts (seconds)."""
+    """Per-route or per-model overrides of the defaults' timeouts (seconds), bounded as there."""
 
-    timeout_s: float | None = Field(default=None, gt=0, le=86_400)
-    connect_timeout_s: float | None = Field(default=None, gt=0, le=600)
-    ttft_timeout_s: float | None = Field(default=None, gt=0, le=3_600)
-    idle_timeout_s: float | None = Field(default=None, gt=0, le=3_600)
+    timeout_s: float | None = Field(default=None, ge=MIN_TOTAL_S, le=MAX_TOTAL_S)
+    connect_timeout_s: float | None = Field(default=None, ge=MIN_STEP_S, le=MAX_CONNECT_S)
+    ttft_timeout_s: float | None = Field(default=None, ge=MIN_STEP_S, le=MAX_WAIT_S)
+    idle_timeout_s: float | None = Field(default=None, ge=MIN_STEP_S, le=MAX_WAIT_S)
 
 
 class RawModel(Strict):
@@ -55,10 +78,14 @@ class RawModel(Strict):
     catalog: str | None = None
     kind: Literal["chat", "embedding"] | None = None
     price: RawPrice | None = None
+    # no GPU server rents for more than $10,000 an hour; a price of 0 is stated with price:
     gpu_hour_usd: float | None = Field(default=None, gt=0, le=10_000)
-    gpu_tokens_per_second: float | None = Field(default=None, gt=0, le=1_000_000)
-    context_window: int | None = Field(default=None, gt=0)
-    max_output_tokens: int | None = Field(default=None, gt=0)
+    # under 1 token/s the derived price is absurd; 1M/s is beyond any server
+    gpu_tokens_per_second: float | None = Field(default=None, ge=1, le=1_000_000)
+    # fewer than 16 tokens cannot hold one chat turn; the largest windows are 10M tokens
+    context_window: int | None = Field(default=None, ge=16, le=MAX_TOKENS)
+    # budgets reserve this many output tokens, so it must be a real model's figure
+    max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     capabilities: list[Capability] | None = None
     timeouts: RawTimeouts | None = None
 
@@ -68,16 +95,18 @@ class RawRoute(Strict):
     fallback_tier: str | None = None
     models: list[str] | None = Field(default=None, min_length=1)
     timeouts: RawTimeouts | None = None
-    retries: int | None = Field(default=None, ge=0, le=5)
+    retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
     cache: RawRouteCache | None = None
 
 
 class RawComparison(Strict):
-    gt: int | None = None
-    gte: int | None = None
-    lt: int | None = None
-    lte: int | None = None
-    eq: int | None = None
+    """Prompt tokens: never negative, never more than a context window holds."""
+
+    gt: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    gte: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    lt: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    lte: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    eq: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _one_bound(self) -> RawComparison:
@@ -117,11 +146,13 @@ class RawRule(Strict):
 
 
 class RawBudget(Strict):
+    # a budget of 0 admits nothing (leave the key out instead); $10M a period is no limit
     usd: float = Field(gt=0, le=10_000_000)
     per: Literal["day", "month"]
 
 
 class RawLimits(Strict):
+    # 0 would refuse every request; above these a limit limits nothing
     rpm: int | None = Field(default=None, gt=0, le=10_000_000)
     tpm: int | None = Field(default=None, gt=0, le=10_000_000_000)
 
@@ -151,23 +182,30 @@ class RawTeam(Strict):
 
 
 class RawRouteCache(Strict):
-    ttl_s: int = Field(gt=0, le=30 * 86_400)
+    # at least a second; a month at most, after which prices and models have changed
+    ttl_s: int = Field(ge=1, le=30 * 86_400)
 
 
 class RawDefaults(Strict):
     route: str
-    timeout_s: float = Field(default=120, gt=0, le=86_400)
-    connect_timeout_s: float = Field(default=5, gt=0, le=600)
-    ttft_timeout_s: float = Field(default=20, gt=0, le=3_600)
-    idle_timeout_s: float = Field(default=60, gt=0, le=3_600)
-    retries: int = Field(default=2, ge=0, le=5)
+    timeout_s: float = Field(default=120, ge=MIN_TOTAL_S, le=MAX_TOTAL_S)
+    connect_timeout_s: float = Field(default=5, ge=MIN_STEP_S, le=MAX_CONNECT_S)
+    ttft_timeout_s: float = Field(default=20, ge=MIN_STEP_S, le=MAX_WAIT_S)
+    idle_timeout_s: float = Field(default=60, ge=MIN_STEP_S, le=MAX_WAIT_S)
+    retries: int = Field(default=2, ge=0, le=MAX_RETRIES)
+    # a Retry-After longer than 5 minutes is not waited for: the next candidate is tried
     max_retry_wait_s: float = Field(default=10, ge=0, le=300)
+    # one failure ejects on any blip; past 1,000 a dead model is never ejected
     eject_after_failures: int = Field(default=5, ge=1, le=1000)
-    ejection_s: float = Field(default=30, gt=0, le=3_600)
+    # under a second an ejection ends before the next request; an hour at most (it grows)
+    ejection_s: float = Field(default=30, ge=1, le=3_600)
     baseline_model: str | None = None
-    expected_output_tokens: int = Field(default=256, gt=0, le=1_000_000)
-    max_output_tokens: int = Field(default=4096, gt=0, le=1_000_000)  # sent upstream for budgeted requests without one
+    # what the engine ranks by for a request without max_tokens: at least one token, at most 1M
+    expected_output_tokens: int = Field(default=256, ge=1, le=1_000_000)
+    # the output cap sent upstream (and reserved) for a budgeted request without max_tokens
+    max_output_tokens: int = Field(default=4096, ge=1, le=1_000_000)
     concrete_model_fallback: bool = True
+    # OpenAI's own limit for n is 128
     max_n: int = Field(default=16, ge=1, le=128)
 
 
