@@ -140,6 +140,11 @@ def test_stalled_header_block_gets_408_and_the_connection_closes(proxy):
     assert answer is not None and answer.startswith(b"HTTP/1.1 408")
 
 
+def test_connection_that_never_sends_a_request_is_closed_after_the_read_timeout(proxy):
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as conn:
+        assert answer_of(conn, timeout_s=READ_TIMEOUT_S + 4) == b""
+
+
 def test_stalled_uploads_are_answered_and_their_memory_returns(proxy):
     declared = 25 * MiB  # under ROUTER_MAX_BODY_MB (32)
     before = rss_mb(proxy)
