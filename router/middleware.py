@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids on every response, body-size guard, last-resort errors."""
+"""Pure ASGI middleware: request ids on every response, body-size guard, last-resort errors.
+Header limits and the client read timeout are enforced while reading, in ``http_protocol``."""
 
 from __future__ import annotations
 
@@ -6,17 +7,17 @@ import logging
 import os
 import re
 import time
+from typing import Any
 
 import orjson
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router.accounting import access_fields
-from router.errors import BodyTooLarge, HeadersTooLarge, RouterError, error_body
+from router.errors import BodyTooLarge, RouterError, error_body
 
 log = logging.getLogger("router.http")
 access_log = logging.getLogger("router.access")
-MAX_HEADER_COUNT = 100
-MAX_HEADER_BYTES = 32 * 1024
 QUIET_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
 LOGGED_PATHS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/router/explain"})
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -61,7 +62,7 @@ class RequestIdMiddleware:
                 _log_access(scope, state, request_id, status, time.perf_counter() - started)
 
 
-def _log_access(scope: Scope, state: dict, request_id: str, status: int, elapsed: float) -> None:
+def _log_access(scope: Scope, state: dict[str, Any], request_id: str, status: int, elapsed: float) -> None:
     fields: dict[str, object] = {
         "request_id": request_id,
         "method": scope["method"],
@@ -85,7 +86,8 @@ def _client_request_id(scope: Scope) -> str | None:
 
 class GuardMiddleware:
     """Rejects a declared Content-Length over the limit before reading anything, and turns
-    any unexpected exception into a 500 in OpenAI's shape (never a stack trace)."""
+    any unexpected exception into a 500 in OpenAI's shape (never a stack trace). A client
+    gone while its body was read (or timed out by the protocol) is no error: nobody to answer."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -94,15 +96,6 @@ class GuardMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        headers = scope.get("headers", ())
-        if len(headers) > MAX_HEADER_COUNT or sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
-            await _send_error(
-                send,
-                HeadersTooLarge(
-                    f"Request headers are too large: at most {MAX_HEADER_COUNT} headers and {MAX_HEADER_BYTES // 1024} KiB in all."
-                ),
-            )
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
@@ -118,6 +111,8 @@ class GuardMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            return
         except Exception:
             log.exception("unhandled error", extra={"request_id": scope.get("state", {}).get("request_id")})
             if not started:

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     max_body_mb: float = Field(default=32.0, gt=0, le=512)
+    # A client silent this long in the middle of a request (headers or body) gets 408
+    client_read_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     upstream_max_connections: int = Field(default=1024, ge=1)
     redis_timeout_ms: int = Field(default=250, ge=10, le=10_000)
     # What happens while Redis is unreachable (see README, "When Redis is unreachable")

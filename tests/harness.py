@@ -11,26 +11,17 @@ from pathlib import Path
 import uvicorn
 
 from router.app import create_app
+from router.server import server_config
 from router.settings import Settings
 
 
 class RunningRouter:
-    """``create_app(settings)`` served by uvicorn (uvloop, httptools) on 127.0.0.1."""
+    """``create_app(settings)`` served on 127.0.0.1 by uvicorn configured as ``router serve`` does."""
 
     def __init__(self, policy_path: Path, **settings: object) -> None:
         self.settings = Settings(policy=policy_path, host="127.0.0.1", port=0, **settings)
         self.app = create_app(self.settings)
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=0,
-            loop="uvloop",
-            http="httptools",
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(server_config(self.app, self.settings, log_config=None))
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.port = 0
 
