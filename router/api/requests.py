@@ -64,6 +64,7 @@ FORBIDDEN_PREFIXES = ("aws_", "azure_", "vertex_", "watsonx_", "s3_", "litellm_"
 MAX_NESTING_DEPTH = 64  # levels of objects and arrays, the body itself being level 1
 MAX_TOOLS = 128  # OpenAI's own limit; legacy ``functions`` count against it too
 _CONTAINERS = frozenset({dict, list})  # the only container types orjson.loads makes
+_SHORT = 32  # containers up to this size are walked in Python, longer ones in C
 
 
 async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
@@ -128,10 +129,14 @@ def _too_deep_under(body: dict[str, Any]) -> str | None:
         value, depth, top = pending.pop()
         if depth > MAX_NESTING_DEPTH:
             return top
-        children = value.values() if type(value) is dict else value  # iterated twice: a view, not a copy
-        # all in C: a 10-million-number embeddings input costs no Python bytecode per number
-        nested = compress(children, map(_CONTAINERS.__contains__, map(type, children)))
-        pending.extend(zip(nested, repeat(depth + 1), repeat(top)))
+        children = value.values() if type(value) is dict else value  # a view: iterable twice
+        if len(children) > _SHORT:  # in C: a 10-million-number embeddings input costs no bytecode per number
+            nested = compress(children, map(_CONTAINERS.__contains__, map(type, children)))
+            pending.extend(zip(nested, repeat(depth + 1), repeat(top)))
+            continue
+        for child in children:
+            if type(child) in _CONTAINERS:
+                pending.append((child, depth + 1, top))
     return None
 
 
