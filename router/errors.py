@@ -3,6 +3,8 @@
 RouterError                      -> {"error": {"message", "type", "param", "code"}}
 ├── InvalidRequest        400    bad JSON, bad or forbidden field
 ├── UnsupportedMediaType  415    body that is not JSON
+├── ForbiddenField        400    a top-level connection/credential/mock field (InvalidRequest)
+├── NestingTooDeep        400    objects and arrays nested too deep (InvalidRequest)
 ├── AuthenticationFailed  401    missing or wrong client key
 ├── PermissionDenied      403    the key may not use this route or override the tier
 ├── QuotaExceeded         429    a budget is spent (insufficient_quota)
@@ -67,6 +69,17 @@ class InvalidRequest(RouterError):
 class UnsupportedMediaType(InvalidRequest):
     status = 415
     code = "unsupported_media_type"
+
+
+class ForbiddenField(InvalidRequest):
+    """A top-level field that would choose where to connect, with which credentials, or
+    would make the translation layer answer by itself: those come only from the policy."""
+
+    code = "forbidden_field"
+
+
+class NestingTooDeep(InvalidRequest):
+    code = "nesting_too_deep"
 
 
 class AuthenticationFailed(RouterError):

@@ -153,7 +153,7 @@ class TestErrorsMapToSdkClasses:
     def test_client_supplied_api_base_is_refused_without_calling_upstream(self, client, upstream):
         for field in (
             {"api_base": "http://evil"},
-            {"metadata": {"nested": {"api_key": "x"}}},
+            {"extra_headers": {"x-api-key": "x"}},
             {"base_url": "http://evil"},
         ):
             with pytest.raises(openai.BadRequestError) as info:

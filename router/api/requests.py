@@ -2,41 +2,82 @@
 
 from __future__ import annotations
 
+from itertools import compress, repeat
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 
-from router.errors import BodyTooLarge, InvalidRequest, UnsupportedMediaType
+from router.errors import BodyTooLarge, ForbiddenField, InvalidRequest, NestingTooDeep, UnsupportedMediaType
 
-FORBIDDEN_FIELDS = (
-    "api_base",
-    "base_url",
-    "api_key",
-    "organization",
-    "extra_headers",
-    "api_version",
-    "custom_llm_provider",
+# Top-level fields that would choose where to connect or with which credentials, in
+# litellm (``acompletion``'s keywords and the ``kwargs`` it reads) or in the OpenAI SDK.
+# They are refused only as top-level request parameters: the same names inside
+# ``response_format``, ``tools``, ``metadata`` or a message are data (a JSON schema property
+# ``organization``, a tool parameter ``api_key``). The litellm adapter also passes litellm
+# only an allow-list of OpenAI parameters, so this list is the clear error, not the guard.
+FORBIDDEN_FIELDS = frozenset(
+    {
+        # where to connect
+        "api_base",
+        "base_url",
+        "api_version",
+        "api_type",
+        "custom_llm_provider",
+        "custom_endpoint",
+        "deployment_id",
+        "model_list",
+        "region",
+        "region_name",
+        "use_litellm_proxy",
+        "use_in_pass_through",
+        "use_psc_endpoint_format",
+        "proxy_server_request",
+        # with which credentials or identity
+        "api_key",
+        "apikey",
+        "organization",
+        "project_id",
+        "token",
+        "client_id",
+        "client_secret",
+        "tenant_id",
+        "chatgpt_auth_file",
+        "use_xai_oauth",
+        "secret_fields",
+        # what goes on the wire besides the body
+        "extra_headers",
+        "headers",
+        "provider_specific_header",
+        "provider_affinity_header",
+        # whose connection
+        "client",
+        "http_client",
+        "shared_session",
+        "ssl_verify",
+    }
 )
-_FORBIDDEN_MARKERS = tuple(f'"{name}"'.encode() for name in FORBIDDEN_FIELDS)
-MAX_FORBIDDEN_DEPTH = 64
-MAX_TOOLS = 128  # OpenAI's own limit
+# Families of provider settings (aws_access_key_id, vertex_credentials, azure_ad_token,
+# litellm_credential_name, ...) and litellm's answer-fabricating switches (mock_response,
+# mock_tool_calls, mock_timeout): a client must never make the proxy invent an answer.
+FORBIDDEN_PREFIXES = ("aws_", "azure_", "vertex_", "watsonx_", "s3_", "litellm_", "mock_")
+MAX_NESTING_DEPTH = 64  # levels of objects and arrays, the body itself being level 1
+MAX_TOOLS = 128  # OpenAI's own limit; legacy ``functions`` count against it too
+_CONTAINERS = frozenset({dict, list})  # the only container types orjson.loads makes
+_SHORT = 32  # containers up to this size are walked in Python, longer ones in C
 
 
 async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
-    content_type = request.headers.get("content-type", "").lower()
-    if content_type and "json" not in content_type:
+    content_type = request.headers.get("content-type", "")
+    if content_type and not is_json_media_type(content_type):
         raise UnsupportedMediaType(f"Content-Type must be application/json, got '{content_type[:80]}'.")
-    chunks: list[bytes] = []
-    size = 0
+    raw = bytearray()  # grown chunk by chunk: no 30 MiB copy in one go at the end
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
+        if len(raw) + len(chunk) > max_bytes:
             raise BodyTooLarge(
                 f"Request body is larger than the router's limit of {max_bytes / 1024 / 1024:g} MiB (ROUTER_MAX_BODY_MB)."
             )
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+        raw += chunk
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -45,42 +86,57 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    _refuse_forbidden_fields(raw, body)
+    check_body_shape(body)
     return body
 
 
-def _refuse_forbidden_fields(raw: bytes, body: dict[str, Any]) -> None:
-    """Connection settings come only from the policy: refuse them anywhere in the body.
+def is_json_media_type(content_type: str) -> bool:
+    """``application/json`` or ``application/<x>+json``, parameters (charset) ignored."""
+    media_type = content_type.partition(";")[0].strip().lower()
+    main, _, sub = media_type.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
 
-    The raw bytes are searched first (fast, in C); only a body that mentions one of the
-    names as a JSON string is walked to see whether it is really used as a key."""
-    if not any(marker in raw for marker in _FORBIDDEN_MARKERS):
-        return
-    path = _find_forbidden(body, "", 0)
-    if path:
-        raise InvalidRequest(
-            f"'{path}' is not accepted: upstream URLs and credentials come only from the router's policy. Remove the field.",
-            param=path,
-            code="forbidden_field",
+
+def check_body_shape(body: dict[str, Any]) -> None:
+    """What every endpoint refuses, judged on the parsed body (JSON escapes decoded)."""
+    for name in body:
+        if name in FORBIDDEN_FIELDS or name.startswith(FORBIDDEN_PREFIXES):
+            raise ForbiddenField(_forbidden_message(name), param=name)
+    too_deep = _too_deep_under(body)
+    if too_deep is not None:
+        raise NestingTooDeep(
+            f"'{too_deep}' nests objects and arrays more than {MAX_NESTING_DEPTH} levels deep, the router's limit. "
+            "Flatten it.",
+            param=too_deep,
         )
 
 
-def _find_forbidden(value: Any, path: str, depth: int) -> str | None:
-    if depth > MAX_FORBIDDEN_DEPTH:
-        return None
-    if isinstance(value, dict):
-        for key, child in value.items():
-            child_path = f"{path}.{key}" if path else key
-            if key in FORBIDDEN_FIELDS:
-                return child_path
-            found = _find_forbidden(child, child_path, depth + 1)
-            if found:
-                return found
-    elif isinstance(value, list):
-        for index, child in enumerate(value):
-            found = _find_forbidden(child, f"{path}[{index}]", depth + 1)
-            if found:
-                return found
+def _forbidden_message(name: str) -> str:
+    if name.startswith("mock_"):
+        return f"'{name}' is not accepted: this router never fabricates answers. Remove the field."
+    return (
+        f"'{name}' is not accepted: upstream URLs, credentials and connection settings come only from the "
+        "router's policy. Remove the field."
+    )
+
+
+def _too_deep_under(body: dict[str, Any]) -> str | None:
+    """The top-level field under which nesting exceeds ``MAX_NESTING_DEPTH``, if any.
+
+    Iterative (no recursion limit to hit) and over the whole body, whatever its depth."""
+    pending = [(value, 2, name) for name, value in body.items() if type(value) in _CONTAINERS]
+    while pending:
+        value, depth, top = pending.pop()
+        if depth > MAX_NESTING_DEPTH:
+            return top
+        children = value.values() if type(value) is dict else value  # a view: iterable twice
+        if len(children) > _SHORT:  # in C: a 10-million-number embeddings input costs no bytecode per number
+            nested = compress(children, map(_CONTAINERS.__contains__, map(type, children)))
+            pending.extend(zip(nested, repeat(depth + 1), repeat(top)))
+            continue
+        for child in children:
+            if type(child) in _CONTAINERS:
+                pending.append((child, depth + 1, top))
     return None
 
 
@@ -107,12 +163,26 @@ def check_chat_body(body: dict[str, Any], max_n: int) -> None:
         value = body.get(name)
         if value is not None and (not _is_int(value) or value < 1):
             raise InvalidRequest(f"'{name}' must be a positive integer.", param=name)
-    tools = body.get("tools")
-    if tools is not None and (not isinstance(tools, list) or len(tools) > MAX_TOOLS):
-        raise InvalidRequest(f"'tools' must be an array of at most {MAX_TOOLS} tools.", param="tools")
+    _check_tools(body)
     stream_options = body.get("stream_options")
     if stream_options is not None and not isinstance(stream_options, dict):
         raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
+
+
+def _check_tools(body: dict[str, Any]) -> None:
+    declared = 0
+    for name in ("tools", "functions"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, list):
+            raise InvalidRequest(f"'{name}' must be an array.", param=name)
+        declared += len(value)
+        if declared > MAX_TOOLS:
+            raise InvalidRequest(
+                f"'{name}': at most {MAX_TOOLS} tools may be declared ('tools' and legacy 'functions' together).",
+                param=name,
+            )
 
 
 def check_embedding_body(body: dict[str, Any]) -> None:

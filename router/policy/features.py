@@ -25,9 +25,9 @@ class RequestFeatures:
 
 def chat_features(body: Mapping[str, Any], headers: Mapping[str, str]) -> RequestFeatures:
     messages = body.get("messages") or []
-    tools = body.get("tools") or body.get("functions")
-    needs = set()
-    if tools:
+    tools, functions = body.get("tools"), body.get("functions")
+    needs: set[str] = set()
+    if tools or functions:
         needs.add("tools")
     if _has_image(messages):
         needs.add("vision")
@@ -35,10 +35,12 @@ def chat_features(body: Mapping[str, Any], headers: Mapping[str, str]) -> Reques
     if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
         needs.add("json_schema")
     requested = body.get("max_completion_tokens") or body.get("max_tokens")
+    n = body.get("n")
+    counter = tokens.PromptCounter()  # one budget of exact counting for the whole request
     return RequestFeatures(
-        prompt_tokens=tokens.count_messages(messages) + tokens.count_tools(tools),
+        prompt_tokens=counter.messages(messages) + counter.tools(tools) + counter.tools(functions),
         requested_output_tokens=requested if isinstance(requested, int) else None,
-        n=body.get("n") if isinstance(body.get("n"), int) else 1,
+        n=n if isinstance(n, int) else 1,
         needs=frozenset(needs),
         headers=headers,
         params=frozenset(body),

@@ -1,8 +1,16 @@
 """Adapter for non-OpenAI APIs (Anthropic, Gemini, Bedrock, Mistral, Cohere) through litellm.
 
 litellm is used only as a translation library: imported lazily (it costs ~9 s and
-~200 MB), with its own retries off and every setting passed per call, never through its
-global flags, so this proxy stays the only retry layer.
+~200 MB), with its own retries off and every setting (key, base URL, headers, timeout,
+retries) passed per call, so this proxy stays the only retry layer. The one global flag
+set is ``suppress_debug_info``, which configures no call: it only stops litellm printing a
+help banner to stdout on every error. (Its telemetry and remote cost map are turned off by
+environment variables, set only if the operator has not set them.)
+
+What reaches litellm from a client body is an explicit allow-list of OpenAI request
+parameters: litellm reads many other keyword arguments as connection settings
+(``api_base``, ``aws_*``, ``vertex_*``, ``headers``) or as instructions to answer by itself
+(``mock_response``), and none of those may ever come from a client.
 """
 
 from __future__ import annotations
@@ -10,25 +18,61 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import AsyncIterator
+from types import ModuleType
 from typing import Any
 
 from router.policy.model import Provider
 from router.providers.base import Completion, UpstreamCall, UpstreamError, Usage
 from router.providers.http_errors import error_from_status
 
-NOT_FORWARDED = ("model", "stream", "stream_options")
+# OpenAI's chat completions parameters litellm translates; ``model``, ``stream`` and
+# ``stream_options`` are set by the adapter, ``metadata`` is litellm's own logging metadata.
+CHAT_PARAMETERS = frozenset(
+    {
+        "messages",
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "modalities",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
+    }
+)
+EMBEDDING_PARAMETERS = frozenset({"input", "dimensions", "encoding_format", "user"})
 URL = re.compile(r"https?://\S+")
 MAX_MESSAGE_CHARS = 300
 
 
-def _import_litellm():  # type: ignore[no-untyped-def]
+def _import_litellm() -> ModuleType:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("LITELLM_TELEMETRY", "False")
     import litellm
 
-    litellm.telemetry = False
     litellm.suppress_debug_info = True
-    litellm.num_retries = 0
     return litellm
 
 
@@ -38,24 +82,28 @@ class LiteLLMAdapter:
         self.litellm = _import_litellm()
 
     async def complete(self, call: UpstreamCall) -> Completion:
-        response = await self._call(self.litellm.acompletion, call, stream=False)
+        response = await self._call(self.litellm.acompletion, CHAT_PARAMETERS, call, stream=False)
         body = response.model_dump(exclude_none=False)
         return Completion(body, Usage.from_openai(body.get("usage")))
 
     async def stream(self, call: UpstreamCall) -> LiteLLMStream:
-        response = await self._call(self.litellm.acompletion, call, stream=True, stream_options={"include_usage": True})
+        response = await self._call(
+            self.litellm.acompletion, CHAT_PARAMETERS, call, stream=True, stream_options={"include_usage": True}
+        )
         return LiteLLMStream(response, self)
 
     async def embed(self, call: UpstreamCall) -> Completion:
-        response = await self._call(self.litellm.aembedding, call)
+        response = await self._call(self.litellm.aembedding, EMBEDDING_PARAMETERS, call)
         body = response.model_dump()
         return Completion(body, Usage.from_openai(body.get("usage")))
 
     async def aclose(self) -> None:
         return None
 
-    async def _call(self, method: Any, call: UpstreamCall, **extra: Any) -> Any:
-        kwargs = {k: v for k, v in call.body.items() if k not in NOT_FORWARDED}
+    async def _call(self, method: Any, allowed: frozenset[str], call: UpstreamCall, **extra: Any) -> Any:
+        """Only ``allowed`` OpenAI parameters come from the client's body; the rest is ours."""
+        forwarded = (allowed - self.provider.unsupported_params).intersection(call.body)
+        kwargs = {name: call.body[name] for name in forwarded}
         kwargs.update(extra)
         if self.provider.base_url:
             kwargs["api_base"] = self.provider.base_url
