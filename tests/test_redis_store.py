@@ -41,6 +41,8 @@ def server() -> Iterator[RedisServer]:
 @pytest.fixture()
 async def stores(server: RedisServer):
     pair = [RedisStateStore(server.url, circuit=CIRCUIT, timeout_s=TIMEOUT_S) for _ in range(2)]
+    for store in pair:  # the app opens the pool at start-up (self_test); timing tests start after that
+        assert await store.ping()
     yield pair
     for store in pair:
         await store.aclose()

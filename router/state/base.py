@@ -26,6 +26,11 @@ class StateUnavailable(Exception):
     """The shared state cannot be reached right now."""
 
 
+class StateBusy(StateUnavailable):
+    """The shared state is reachable but every connection to it stayed busy: this call is
+    refused, and the store is not declared down (a burst is not an outage)."""
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetScope:
     """One budget: ``name`` like ``key:web-app`` or ``team:web``, its window and limit."""

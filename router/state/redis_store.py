@@ -17,18 +17,28 @@ Key layout (Redis Cluster-safe: all keys one script touches share a ``{hash tag}
 last write. Budget and rate-limit scripts read the clock with ``TIME`` so replicas with skewed
 clocks agree; the health scripts use the ``now`` the caller passes (as the protocol says).
 
-Every call is bounded: socket connect/read timeouts of ``timeout_s``, no client retries, and an
-overall deadline of ``2 × timeout_s`` per call (a connect plus a command). An unreachable,
-hung, loading, read-only or out-of-memory Redis raises ``StateUnavailable``; the connection pool
-reconnects by itself once Redis answers again, and scripts lost by a restart are reloaded.
+Connections: a bounded pool of ``max_connections``, opened once (all of them by ``self_test``
+at start-up) and reused. A call first takes one of ``max_connections`` slots; when all are in
+use it waits for one, up to ``pool_wait_s``: a burst queues for a connection instead of opening
+a new one per call (each with its handshake), and waiting is not an outage. Past that wait a
+call raises ``StateBusy`` (the request is refused; the store is not declared down).
+
+Every call holding a slot is bounded: socket connect/read timeouts of ``timeout_s``, no client
+retries, and a deadline of ``2 × timeout_s`` (a connect plus a command). An unreachable, hung,
+loading, read-only or out-of-memory Redis raises ``StateUnavailable``; so does a call that was
+still waiting for a slot when another call found Redis unreachable (an outage does not make a
+queue of callers each wait out their own timeout). The pool reconnects by itself once Redis
+answers again, and scripts lost by a restart are reloaded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -50,7 +60,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router.circuit import CircuitSettings, ModelHealth
-from router.state.base import BudgetScope, RateDecision, RateLimit, Reservation, StateUnavailable
+from router.state.base import BudgetScope, RateDecision, RateLimit, Reservation, StateBusy, StateUnavailable
 from router.state.gcra import gcra
 
 try:  # redis-py >= 7: "auto" maintenance notifications skip the pool's stale-connection check
@@ -62,6 +72,8 @@ T = TypeVar("T")
 
 LATENCY_WEIGHT = 0.2  # weight of the newest observation (as in the memory store)
 HEALTH_CHECK_INTERVAL_S = 30
+POOL_SIZE = 16  # connections per process: Redis runs one command at a time; more only queue there
+POOL_WAIT_S = 2.0  # longest wait for a free connection in a burst (not an outage)
 OPEN_PRUNE_S = 3600  # open-set entries that ended this long before `now` are dropped
 HEALTH_FIELDS = ("consecutive_failures", "ejections", "open_until", "cooldown_until", "probe_until")
 
@@ -292,12 +304,25 @@ SCRIPTS: dict[str, str] = {
 
 class RedisStateStore:
     def __init__(
-        self, url: str, *, circuit: CircuitSettings | None = None, timeout_s: float = 0.25, prefix: str = "tr"
+        self,
+        url: str,
+        *,
+        circuit: CircuitSettings | None = None,
+        timeout_s: float = 0.25,
+        prefix: str = "tr",
+        max_connections: int = POOL_SIZE,
+        pool_wait_s: float = POOL_WAIT_S,
     ) -> None:
         self.settings = circuit or CircuitSettings()
         self.prefix = prefix
         self.timeout_s = timeout_s
         self.deadline_s = 2 * timeout_s
+        self.max_connections = max_connections
+        self.pool_wait_s = pool_wait_s
+        self._slots = asyncio.Semaphore(max_connections)
+        self._unreachable_at = -float("inf")  # monotonic time a call last found Redis unreachable
+        self._pool_open = False
+        self._opening = asyncio.Lock()
         options: dict[str, Any] = {}
         if MaintNotificationsConfig is not None:
             options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
@@ -307,6 +332,7 @@ class RedisStateStore:
             socket_connect_timeout=timeout_s,
             health_check_interval=HEALTH_CHECK_INTERVAL_S,
             retry=Retry(NoBackoff(), 0),
+            max_connections=max_connections,
             **options,
         )
         self.scripts = {name: self.client.register_script(body) for name, body in SCRIPTS.items()}
@@ -317,13 +343,61 @@ class RedisStateStore:
         return kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', '?')}"
 
     async def _bounded(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run one Redis interaction under the deadline; map outages to StateUnavailable."""
+        """Run one Redis interaction on a pooled connection; see the module docstring."""
+        if not self._pool_open:
+            await self._open_pool_once()
+        if self._slots.locked():
+            await self._wait_for(self._slots)
+        else:
+            await self._slots.acquire()  # a free slot: returns without suspending
+        try:
+            return await self._deadline(call)
+        finally:
+            self._slots.release()
+
+    async def _wait_for(self, gate: asyncio.Semaphore | asyncio.Lock) -> None:
+        """Acquire ``gate``, waiting up to ``pool_wait_s``; fail at once if a call made
+        meanwhile found Redis unreachable."""
+        waiting_since = time.monotonic()
+        try:
+            async with asyncio.timeout(self.pool_wait_s):
+                await gate.acquire()
+        except TimeoutError:
+            raise StateBusy(
+                f"Redis at {self._where()}: all {self.max_connections} connections stayed busy for {self.pool_wait_s}s"
+            ) from None
+        if self._unreachable_at >= waiting_since:
+            gate.release()
+            raise StateUnavailable(f"Redis at {self._where()} unreachable: found down while this call waited")
+
+    async def _open_pool_once(self) -> None:
+        """Open every pooled connection, one after another, while the first callers wait (a
+        burst of handshakes at once is what made a burst of requests look like an outage)."""
+        await self._wait_for(self._opening)
+        try:
+            if self._pool_open:
+                return
+            pool = self.client.connection_pool
+            opened: list[Any] = []
+            try:
+                for _ in range(self.max_connections):
+                    opened.append(await self._deadline(pool.get_connection))
+            finally:
+                for connection in opened:
+                    await pool.release(connection)
+            self._pool_open = True
+        finally:
+            self._opening.release()
+
+    async def _deadline(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` under the deadline; map outages to StateUnavailable."""
         try:
             async with asyncio.timeout(self.deadline_s):
                 return await call()
         except _REFUSED as exc:  # AuthenticationError is also a ConnectionError: check first
             raise ScriptsRefused(f"Redis at {self._where()} refused: {type(exc).__name__}: {exc}") from exc
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:  # OSError covers TimeoutError
+            self._unreachable_at = time.monotonic()
             raise StateUnavailable(
                 f"Redis at {self._where()} unreachable: {type(exc).__name__}: {exc}".rstrip(": ")
             ) from exc
@@ -366,7 +440,7 @@ class RedisStateStore:
 
     # start-up -----------------------------------------------------------------------------
     async def self_test(self) -> None:
-        """Load every script and run each once on throw-away keys.
+        """Load every script, run each once on throw-away keys, then open the connection pool.
 
         Raises StateUnavailable if Redis cannot be reached, RuntimeError if it answers but
         will not run the scripts (ACL without +@scripting, EVALSHA renamed, wrong credentials,
@@ -374,8 +448,7 @@ class RedisStateStore:
         """
         try:
             for name, script in self.scripts.items():
-                sha = await self._bounded(lambda body=script.script: self.client.script_load(body))
-                sha = sha.decode() if isinstance(sha, bytes) else sha
+                sha = _text(await self._bounded(partial(self.client.script_load, script.script)))
                 if sha != script.sha:
                     raise RuntimeError(
                         f"Redis returned SHA {sha} for the router's {name!r} script, expected {script.sha}"
@@ -558,7 +631,8 @@ class RedisStateStore:
 
     # cache --------------------------------------------------------------------------------
     async def cache_get(self, key: str) -> bytes | None:
-        return await self._bounded(lambda: self.client.get(self._cache_key(key)))
+        value = await self._bounded(lambda: self.client.get(self._cache_key(key)))
+        return value.encode() if isinstance(value, str) else value  # str only with decode_responses
 
     async def cache_put(self, key: str, value: bytes, ttl_s: int) -> None:
         if ttl_s <= 0:  # already expired, as in the memory store: nothing to keep

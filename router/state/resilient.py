@@ -29,7 +29,15 @@ from typing import TypeVar
 from prometheus_client import Gauge
 
 from router.circuit import ModelHealth
-from router.state.base import BudgetScope, RateDecision, RateLimit, Reservation, StateStore, StateUnavailable
+from router.state.base import (
+    BudgetScope,
+    RateDecision,
+    RateLimit,
+    Reservation,
+    StateBusy,
+    StateStore,
+    StateUnavailable,
+)
 from router.state.memory import MemoryStateStore
 
 log = logging.getLogger("router.state")
@@ -71,6 +79,8 @@ class ResilientStore:
             raise StateUnavailable("state store marked down")
         try:
             result = await call()
+        except StateBusy:
+            raise  # a burst, not an outage: refuse this call only
         except StateUnavailable:
             self.mark_down()
             raise
