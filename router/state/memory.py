@@ -43,14 +43,14 @@ class MemoryStateStore:
     async def health(self, models: Iterable[str]) -> Mapping[str, ModelHealth]:
         return {m: self._health[m] for m in models if m in self._health}
 
-    async def record_success(self, model: str, latency_s: float | None) -> ModelHealth:
+    async def record_success(self, model: str, latency_s: float | None, now: float | None = None) -> ModelHealth:
         if latency_s is not None:
             previous = self._latency.get(model)
             self._latency[model] = latency_s if previous is None else previous + LATENCY_WEIGHT * (latency_s - previous)
         current = self._health.get(model)
         if current is None:
             return ModelHealth()
-        updated = circuit.on_success(current)
+        updated = circuit.on_success(current, time.time() if now is None else now, self.settings)
         self._health[model] = updated
         return updated
 

@@ -75,7 +75,7 @@ HEALTH_CHECK_INTERVAL_S = 30
 POOL_SIZE = 16  # connections per process: Redis runs one command at a time; more only queue there
 POOL_WAIT_S = 2.0  # longest wait for a free connection in a burst (not an outage)
 OPEN_PRUNE_S = 3600  # open-set entries that ended this long before `now` are dropped
-HEALTH_FIELDS = ("consecutive_failures", "ejections", "open_until", "cooldown_until", "probe_until")
+HEALTH_FIELDS = ("consecutive_failures", "ejections", "open_until", "cooldown_until", "probe_until", "healthy_since")
 
 _TRANSIENT_RESPONSES = (OutOfMemoryError, ReadOnlyError, TryAgainError, ClusterDownError, MasterDownError)
 _REFUSED = (NoPermissionError, AuthenticationError, AuthorizationError)
@@ -210,18 +210,25 @@ _HEALTH = (
     _COMMON
     + """
 local function load(key)
-  local v = redis.call('HMGET', key, 'consecutive_failures', 'ejections', 'open_until', 'cooldown_until', 'probe_until')
-  return {tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0, tonumber(v[5]) or 0}
+  local v = redis.call('HMGET', key, 'consecutive_failures', 'ejections', 'open_until', 'cooldown_until',
+                       'probe_until', 'healthy_since')
+  return {tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0,
+          tonumber(v[5]) or 0, tonumber(v[6]) or 0}
 end
 local function save(key, h)
-  redis.call('HSET', key, 'consecutive_failures', fmt(h[1]), 'ejections', fmt(h[2]),
-             'open_until', fmt(h[3]), 'cooldown_until', fmt(h[4]), 'probe_until', fmt(h[5]))
-  return {fmt(h[1]), fmt(h[2]), fmt(h[3]), fmt(h[4]), fmt(h[5])}
+  redis.call('HSET', key, 'consecutive_failures', fmt(h[1]), 'ejections', fmt(h[2]), 'open_until', fmt(h[3]),
+             'cooldown_until', fmt(h[4]), 'probe_until', fmt(h[5]), 'healthy_since', fmt(h[6]))
+  return {fmt(h[1]), fmt(h[2]), fmt(h[3]), fmt(h[4]), fmt(h[5]), fmt(h[6])}
+end
+-- as circuit.multiplier: ejections in a row, less one per decay_s healthy since healthy_since
+local function multiplier(h, now, decay_s)
+  if h[6] == 0 then return h[2] end
+  return math.max(0, h[2] - math.floor(math.max(0, now - h[6]) / decay_s))
 end
 """
 )
 
-# KEYS health latency open | ARGV model latency_s ('' if none) -> health fields
+# KEYS health latency open | ARGV model latency_s ('' if none) now decay_s -> health fields
 SUCCESS = (
     _HEALTH
     + """
@@ -233,14 +240,17 @@ if ARGV[2] ~= '' then
     + """ * (value - previous) end
   redis.call('HSET', KEYS[2], ARGV[1], fmt(value))
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'0', '0', '0', '0', '0'} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'0', '0', '0', '0', '0', '0'} end
 local h = load(KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-return save(KEYS[1], {0, 0, 0, h[4], 0})
+local now = tonumber(ARGV[3])
+if h[6] == 0 then h[6] = now end
+if multiplier(h, now, tonumber(ARGV[4])) == 0 then return save(KEYS[1], {0, 0, 0, h[4], 0, 0}) end
+return save(KEYS[1], {0, h[2], 0, h[4], 0, h[6]})
 """
 )
 
-# KEYS health open | ARGV model now immediate threshold base_s max_s allowed_open -> health fields
+# KEYS health open | ARGV model now immediate threshold base_s max_s allowed_open decay_s -> health fields
 FAILURE = (
     _HEALTH
     + """
@@ -252,12 +262,12 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now - """
 local opened = redis.call('ZCOUNT', KEYS[2], '(' .. fmt(now), '+inf')
 local may_eject = opened + 1 <= tonumber(ARGV[7])
 local failures = h[1] + 1
-local half_open = h[3] <= now and h[2] > 0
+local half_open = h[3] <= now and h[2] > 0 and h[6] == 0
 if ARGV[3] == '1' or half_open or (failures >= tonumber(ARGV[4]) and may_eject) then
-  local ejections = h[2] + 1
+  local ejections = multiplier(h, now, tonumber(ARGV[8])) + 1
   local open_until = now + math.min(tonumber(ARGV[5]) * ejections, tonumber(ARGV[6]))
   redis.call('ZADD', KEYS[2], fmt(open_until), ARGV[1])
-  return save(KEYS[1], {0, ejections, open_until, h[4], 0})
+  return save(KEYS[1], {0, ejections, open_until, h[4], 0, 0})
 end
 h[1] = failures
 return save(KEYS[1], h)
@@ -281,7 +291,7 @@ PROBE = (
 if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
 local now = tonumber(ARGV[1])
 local h = load(KEYS[1])
-if h[3] > now or h[2] == 0 then return 1 end
+if h[3] > now or h[2] == 0 or h[6] > 0 then return 1 end
 if h[5] > now then return 0 end
 h[5] = now + tonumber(ARGV[2])
 save(KEYS[1], h)
@@ -517,7 +527,8 @@ class RedisStateStore:
                     (await probe.record_rate_limited(model, 10_000.0, 1.0)).cooldown_until == 10_001.0,
                 )
             )
-            checks.append(("record_success", (await probe.record_success(model, 0.5)).ejections == 0))
+            closed = await probe.record_success(model, 0.5, now=10_000.0)
+            checks.append(("record_success", closed.state(10_000.0) == "closed" and closed.healthy_since == 10_000.0))
             checks.append(
                 ("health", model in await probe.health([model]) and (await probe.latencies()) == {model: 0.5})
             )
@@ -593,9 +604,15 @@ class RedisStateStore:
         rows = await self._bounded(read)
         return {m: _health(row) for m, row in zip(models, rows, strict=False) if any(v is not None for v in row)}
 
-    async def record_success(self, model: str, latency_s: float | None) -> ModelHealth:
+    async def record_success(self, model: str, latency_s: float | None, now: float | None = None) -> ModelHealth:
         keys = [self._health_key(model), self._latency_key, self._open_key]
-        return _health(await self._run("success", keys, [model, "" if latency_s is None else repr(float(latency_s))]))
+        args = [
+            model,
+            "" if latency_s is None else repr(float(latency_s)),
+            repr(time.time() if now is None else float(now)),
+            repr(float(self.settings.decay_s)),
+        ]
+        return _health(await self._run("success", keys, args))
 
     async def record_failure(self, model: str, now: float, *, immediate: bool, total_models: int) -> ModelHealth:
         s = self.settings
@@ -608,6 +625,7 @@ class RedisStateStore:
             repr(float(s.base_ejection_s)),
             repr(float(s.max_ejection_s)),
             allowed_open,
+            repr(float(s.decay_s)),
         ]
         return _health(await self._run("failure", [self._health_key(model), self._open_key], args))
 
@@ -657,5 +675,7 @@ def _text(value: Any) -> str:
 
 
 def _health(row: list[Any]) -> ModelHealth:
-    cf, ej, open_until, cooldown_until, probe_until = (float(_text(v)) if v is not None else 0.0 for v in row)
-    return ModelHealth(int(cf), int(ej), open_until, cooldown_until, probe_until)
+    cf, ej, open_until, cooldown_until, probe_until, healthy_since = (
+        float(_text(v)) if v is not None else 0.0 for v in row
+    )
+    return ModelHealth(int(cf), int(ej), open_until, cooldown_until, probe_until, healthy_since)

@@ -119,17 +119,18 @@ class ResilientStore:
         self._health, self._health_read_at = dict(fresh), time.monotonic()
         return fresh
 
-    async def record_success(self, model: str, latency_s: float | None) -> ModelHealth:
+    async def record_success(self, model: str, latency_s: float | None, now: float | None = None) -> ModelHealth:
+        now = time.time() if now is None else now
         known = self._health.get(model)
-        recovering = known is not None and (known.consecutive_failures or known.ejections)
+        recovering = known is not None and (known.consecutive_failures or known.state(now) != "closed")
         last_write = self._success_written_at.get(model, -SUCCESS_WRITE_S)
         if not recovering and time.monotonic() - last_write < SUCCESS_WRITE_S:
             return known or ModelHealth()
         self._success_written_at[model] = time.monotonic()
         try:
-            health = await self._try(lambda: self.primary.record_success(model, latency_s))
+            health = await self._try(lambda: self.primary.record_success(model, latency_s, now))
         except StateUnavailable:
-            return await self.local.record_success(model, latency_s)
+            return await self.local.record_success(model, latency_s, now)
         self._remember(model, health)
         return health
 
