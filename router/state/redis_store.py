@@ -73,7 +73,7 @@ T = TypeVar("T")
 LATENCY_WEIGHT = 0.2  # weight of the newest observation (as in the memory store)
 HEALTH_CHECK_INTERVAL_S = 30
 POOL_SIZE = 16  # connections per process: Redis runs one command at a time; more only queue there
-POOL_WAIT_S = 2.0  # longest wait for a free connection in a burst (not an outage)
+POOL_WAIT_S = 10.0  # longest wait for a free connection in a burst (not an outage; an outage ends it at once)
 OPEN_PRUNE_S = 3600  # open-set entries that ended this long before `now` are dropped
 HEALTH_FIELDS = ("consecutive_failures", "ejections", "open_until", "cooldown_until", "probe_until", "healthy_since")
 
