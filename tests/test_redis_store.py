@@ -41,6 +41,8 @@ def server() -> Iterator[RedisServer]:
 @pytest.fixture()
 async def stores(server: RedisServer):
     pair = [RedisStateStore(server.url, circuit=CIRCUIT, timeout_s=TIMEOUT_S) for _ in range(2)]
+    for store in pair:  # the app opens the pool at start-up (self_test); timing tests start after that
+        assert await store.ping()
     yield pair
     for store in pair:
         await store.aclose()
@@ -204,8 +206,9 @@ async def test_success_closes_and_latency_is_an_ewma_seen_by_all(stores):
     assert await a.health(["fresh"]) == {}  # a success alone creates no health record
     await a.record_failure("m1", now, immediate=True, total_models=4)
     await a.record_rate_limited("m1", now, 5.0)
-    closed = await b.record_success("m1", 1.0)
-    assert closed.state(now) == "closed" and closed.ejections == 0 and closed.open_until == 0.0
+    closed = await b.record_success("m1", 1.0, now)
+    assert closed.state(now) == "closed" and closed.open_until == 0.0
+    assert closed.ejections == 1 and closed.healthy_since == now  # the multiplier decays from now
     assert closed.cooldown_until == pytest.approx(now + 5.0)  # a success keeps a 429 cooldown
     await a.record_success("m1", 2.0)
     assert (await b.latencies())["m1"] == pytest.approx(1.0 + 0.2 * (2.0 - 1.0))
@@ -500,8 +503,8 @@ async def test_memory_and_redis_stores_agree_on_circuit_transitions(stores):
         ("limited", "c", t0 + 1.7, None),
         ("fail", "c", t0 + 1.8, True, 3),  # immediate
         ("probe", "c", t0 + 2.9),
-        ("success", "c", 0.3),
-        ("success", "c", 0.6),
+        ("success", "c", 0.3, t0 + 3.0),  # closed, the multiplier kept
+        ("success", "c", 0.6, t0 + 3.1),
         ("probe", "never", t0),
     ]
 
@@ -512,7 +515,7 @@ async def test_memory_and_redis_stores_agree_on_circuit_transitions(stores):
             if kind == "fail":
                 out.append(await store.record_failure(model, step[2], immediate=step[3], total_models=step[4]))
             elif kind == "success":
-                out.append(await store.record_success(model, step[2]))
+                out.append(await store.record_success(model, step[2], *step[3:]))
             elif kind == "limited":
                 out.append(await store.record_rate_limited(model, step[2], step[3]))
             else:

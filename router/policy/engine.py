@@ -2,6 +2,9 @@
 
 No I/O, no clock, no globals: given the same inputs it returns the same ranked
 candidates, each with its estimated cost, and the reason every other model was left out.
+Ranking: a model asked by name first, then the lowest estimated cost; at equal cost the lowest
+tier that meets the request (a faster higher-tier model never takes a ``small`` request from a
+free small model), then the lowest observed latency, then the name.
 """
 
 from __future__ import annotations
@@ -82,10 +85,11 @@ def decide(
         else:
             excluded.append(exclusion)
     latency = latency_s or {}
-    candidates.sort(
+    candidates.sort(  # equal cost: the lowest tier that meets the request (highest rank), then latency
         key=lambda c: (
             c.model.name != target.pinned,
             c.estimated_cost_usd,
+            -c.model.tier_rank,
             latency.get(c.model.name, UNKNOWN_LATENCY),
             c.model.name,
         )

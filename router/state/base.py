@@ -26,6 +26,11 @@ class StateUnavailable(Exception):
     """The shared state cannot be reached right now."""
 
 
+class StateBusy(StateUnavailable):
+    """The shared state is reachable but every connection to it stayed busy: this call is
+    refused, and the store is not declared down (a burst is not an outage)."""
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetScope:
     """One budget: ``name`` like ``key:web-app`` or ``team:web``, its window and limit."""
@@ -66,7 +71,9 @@ class RateDecision:
 class StateStore(Protocol):
     # model health
     async def health(self, models: Iterable[str]) -> Mapping[str, ModelHealth]: ...
-    async def record_success(self, model: str, latency_s: float | None) -> ModelHealth: ...
+    async def record_success(self, model: str, latency_s: float | None, now: float | None = None) -> ModelHealth:
+        """Close the circuit (keeping a decaying multiplier); ``now`` defaults to ``time.time()``."""
+
     async def record_failure(self, model: str, now: float, *, immediate: bool, total_models: int) -> ModelHealth: ...
     async def record_rate_limited(self, model: str, now: float, retry_after_s: float | None) -> ModelHealth: ...
     async def claim_probe(self, model: str, now: float) -> bool: ...

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from router import circuit
 from router.circuit import CircuitSettings, ModelHealth
 from router.state.base import BudgetScope, RateDecision, RateLimit, Reservation
-from router.state.gcra import gcra
+from router.state.gcra import GcraResult, gcra
 
 LATENCY_WEIGHT = 0.2  # weight of the newest observation in the moving average
 MAX_CACHE_ENTRIES = 10_000
@@ -43,14 +43,14 @@ class MemoryStateStore:
     async def health(self, models: Iterable[str]) -> Mapping[str, ModelHealth]:
         return {m: self._health[m] for m in models if m in self._health}
 
-    async def record_success(self, model: str, latency_s: float | None) -> ModelHealth:
+    async def record_success(self, model: str, latency_s: float | None, now: float | None = None) -> ModelHealth:
         if latency_s is not None:
             previous = self._latency.get(model)
             self._latency[model] = latency_s if previous is None else previous + LATENCY_WEIGHT * (latency_s - previous)
         current = self._health.get(model)
         if current is None:
             return ModelHealth()
-        updated = circuit.on_success(current)
+        updated = circuit.on_success(current, time.time() if now is None else now, self.settings)
         self._health[model] = updated
         return updated
 
@@ -146,7 +146,7 @@ class MemoryStateStore:
         return None
 
 
-def _rate_decision(admitted: bool, results: list) -> RateDecision:  # type: ignore[type-arg]
+def _rate_decision(admitted: bool, results: list[GcraResult | None]) -> RateDecision:
     requests, tokens = results
     retry = max((r.retry_after_s for r in results if r is not None and not r.admitted), default=0.0)
     return RateDecision(

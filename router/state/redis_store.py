@@ -17,18 +17,28 @@ Key layout (Redis Cluster-safe: all keys one script touches share a ``{hash tag}
 last write. Budget and rate-limit scripts read the clock with ``TIME`` so replicas with skewed
 clocks agree; the health scripts use the ``now`` the caller passes (as the protocol says).
 
-Every call is bounded: socket connect/read timeouts of ``timeout_s``, no client retries, and an
-overall deadline of ``2 × timeout_s`` per call (a connect plus a command). An unreachable,
-hung, loading, read-only or out-of-memory Redis raises ``StateUnavailable``; the connection pool
-reconnects by itself once Redis answers again, and scripts lost by a restart are reloaded.
+Connections: a bounded pool of ``max_connections``, opened once (all of them by ``self_test``
+at start-up) and reused. A call first takes one of ``max_connections`` slots; when all are in
+use it waits for one, up to ``pool_wait_s``: a burst queues for a connection instead of opening
+a new one per call (each with its handshake), and waiting is not an outage. Past that wait a
+call raises ``StateBusy`` (the request is refused; the store is not declared down).
+
+Every call holding a slot is bounded: socket connect/read timeouts of ``timeout_s``, no client
+retries, and a deadline of ``2 × timeout_s`` (a connect plus a command). An unreachable, hung,
+loading, read-only or out-of-memory Redis raises ``StateUnavailable``; so does a call that was
+still waiting for a slot when another call found Redis unreachable (an outage does not make a
+queue of callers each wait out their own timeout). The pool reconnects by itself once Redis
+answers again, and scripts lost by a restart are reloaded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -50,7 +60,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router.circuit import CircuitSettings, ModelHealth
-from router.state.base import BudgetScope, RateDecision, RateLimit, Reservation, StateUnavailable
+from router.state.base import BudgetScope, RateDecision, RateLimit, Reservation, StateBusy, StateUnavailable
 from router.state.gcra import gcra
 
 try:  # redis-py >= 7: "auto" maintenance notifications skip the pool's stale-connection check
@@ -62,8 +72,10 @@ T = TypeVar("T")
 
 LATENCY_WEIGHT = 0.2  # weight of the newest observation (as in the memory store)
 HEALTH_CHECK_INTERVAL_S = 30
+POOL_SIZE = 16  # connections per process: Redis runs one command at a time; more only queue there
+POOL_WAIT_S = 10.0  # longest wait for a free connection in a burst (not an outage; an outage ends it at once)
 OPEN_PRUNE_S = 3600  # open-set entries that ended this long before `now` are dropped
-HEALTH_FIELDS = ("consecutive_failures", "ejections", "open_until", "cooldown_until", "probe_until")
+HEALTH_FIELDS = ("consecutive_failures", "ejections", "open_until", "cooldown_until", "probe_until", "healthy_since")
 
 _TRANSIENT_RESPONSES = (OutOfMemoryError, ReadOnlyError, TryAgainError, ClusterDownError, MasterDownError)
 _REFUSED = (NoPermissionError, AuthenticationError, AuthorizationError)
@@ -198,18 +210,25 @@ _HEALTH = (
     _COMMON
     + """
 local function load(key)
-  local v = redis.call('HMGET', key, 'consecutive_failures', 'ejections', 'open_until', 'cooldown_until', 'probe_until')
-  return {tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0, tonumber(v[5]) or 0}
+  local v = redis.call('HMGET', key, 'consecutive_failures', 'ejections', 'open_until', 'cooldown_until',
+                       'probe_until', 'healthy_since')
+  return {tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0,
+          tonumber(v[5]) or 0, tonumber(v[6]) or 0}
 end
 local function save(key, h)
-  redis.call('HSET', key, 'consecutive_failures', fmt(h[1]), 'ejections', fmt(h[2]),
-             'open_until', fmt(h[3]), 'cooldown_until', fmt(h[4]), 'probe_until', fmt(h[5]))
-  return {fmt(h[1]), fmt(h[2]), fmt(h[3]), fmt(h[4]), fmt(h[5])}
+  redis.call('HSET', key, 'consecutive_failures', fmt(h[1]), 'ejections', fmt(h[2]), 'open_until', fmt(h[3]),
+             'cooldown_until', fmt(h[4]), 'probe_until', fmt(h[5]), 'healthy_since', fmt(h[6]))
+  return {fmt(h[1]), fmt(h[2]), fmt(h[3]), fmt(h[4]), fmt(h[5]), fmt(h[6])}
+end
+-- as circuit.multiplier: ejections in a row, less one per decay_s healthy since healthy_since
+local function multiplier(h, now, decay_s)
+  if h[6] == 0 then return h[2] end
+  return math.max(0, h[2] - math.floor(math.max(0, now - h[6]) / decay_s))
 end
 """
 )
 
-# KEYS health latency open | ARGV model latency_s ('' if none) -> health fields
+# KEYS health latency open | ARGV model latency_s ('' if none) now decay_s -> health fields
 SUCCESS = (
     _HEALTH
     + """
@@ -221,14 +240,17 @@ if ARGV[2] ~= '' then
     + """ * (value - previous) end
   redis.call('HSET', KEYS[2], ARGV[1], fmt(value))
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'0', '0', '0', '0', '0'} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'0', '0', '0', '0', '0', '0'} end
 local h = load(KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-return save(KEYS[1], {0, 0, 0, h[4], 0})
+local now = tonumber(ARGV[3])
+if h[6] == 0 then h[6] = now end
+if multiplier(h, now, tonumber(ARGV[4])) == 0 then return save(KEYS[1], {0, 0, 0, h[4], 0, 0}) end
+return save(KEYS[1], {0, h[2], 0, h[4], 0, h[6]})
 """
 )
 
-# KEYS health open | ARGV model now immediate threshold base_s max_s allowed_open -> health fields
+# KEYS health open | ARGV model now immediate threshold base_s max_s allowed_open decay_s -> health fields
 FAILURE = (
     _HEALTH
     + """
@@ -240,12 +262,12 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now - """
 local opened = redis.call('ZCOUNT', KEYS[2], '(' .. fmt(now), '+inf')
 local may_eject = opened + 1 <= tonumber(ARGV[7])
 local failures = h[1] + 1
-local half_open = h[3] <= now and h[2] > 0
+local half_open = h[3] <= now and h[2] > 0 and h[6] == 0
 if ARGV[3] == '1' or half_open or (failures >= tonumber(ARGV[4]) and may_eject) then
-  local ejections = h[2] + 1
+  local ejections = multiplier(h, now, tonumber(ARGV[8])) + 1
   local open_until = now + math.min(tonumber(ARGV[5]) * ejections, tonumber(ARGV[6]))
   redis.call('ZADD', KEYS[2], fmt(open_until), ARGV[1])
-  return save(KEYS[1], {0, ejections, open_until, h[4], 0})
+  return save(KEYS[1], {0, ejections, open_until, h[4], 0, 0})
 end
 h[1] = failures
 return save(KEYS[1], h)
@@ -269,7 +291,7 @@ PROBE = (
 if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
 local now = tonumber(ARGV[1])
 local h = load(KEYS[1])
-if h[3] > now or h[2] == 0 then return 1 end
+if h[3] > now or h[2] == 0 or h[6] > 0 then return 1 end
 if h[5] > now then return 0 end
 h[5] = now + tonumber(ARGV[2])
 save(KEYS[1], h)
@@ -292,12 +314,25 @@ SCRIPTS: dict[str, str] = {
 
 class RedisStateStore:
     def __init__(
-        self, url: str, *, circuit: CircuitSettings | None = None, timeout_s: float = 0.25, prefix: str = "tr"
+        self,
+        url: str,
+        *,
+        circuit: CircuitSettings | None = None,
+        timeout_s: float = 0.25,
+        prefix: str = "tr",
+        max_connections: int = POOL_SIZE,
+        pool_wait_s: float = POOL_WAIT_S,
     ) -> None:
         self.settings = circuit or CircuitSettings()
         self.prefix = prefix
         self.timeout_s = timeout_s
         self.deadline_s = 2 * timeout_s
+        self.max_connections = max_connections
+        self.pool_wait_s = pool_wait_s
+        self._slots = asyncio.Semaphore(max_connections)
+        self._unreachable_at = -float("inf")  # monotonic time a call last found Redis unreachable
+        self._pool_open = False
+        self._opening = asyncio.Lock()
         options: dict[str, Any] = {}
         if MaintNotificationsConfig is not None:
             options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
@@ -307,6 +342,7 @@ class RedisStateStore:
             socket_connect_timeout=timeout_s,
             health_check_interval=HEALTH_CHECK_INTERVAL_S,
             retry=Retry(NoBackoff(), 0),
+            max_connections=max_connections,
             **options,
         )
         self.scripts = {name: self.client.register_script(body) for name, body in SCRIPTS.items()}
@@ -317,13 +353,61 @@ class RedisStateStore:
         return kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', '?')}"
 
     async def _bounded(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run one Redis interaction under the deadline; map outages to StateUnavailable."""
+        """Run one Redis interaction on a pooled connection; see the module docstring."""
+        if not self._pool_open:
+            await self._open_pool_once()
+        if self._slots.locked():
+            await self._wait_for(self._slots)
+        else:
+            await self._slots.acquire()  # a free slot: returns without suspending
+        try:
+            return await self._deadline(call)
+        finally:
+            self._slots.release()
+
+    async def _wait_for(self, gate: asyncio.Semaphore | asyncio.Lock) -> None:
+        """Acquire ``gate``, waiting up to ``pool_wait_s``; fail at once if a call made
+        meanwhile found Redis unreachable."""
+        waiting_since = time.monotonic()
+        try:
+            async with asyncio.timeout(self.pool_wait_s):
+                await gate.acquire()
+        except TimeoutError:
+            raise StateBusy(
+                f"Redis at {self._where()}: all {self.max_connections} connections stayed busy for {self.pool_wait_s}s"
+            ) from None
+        if self._unreachable_at >= waiting_since:
+            gate.release()
+            raise StateUnavailable(f"Redis at {self._where()} unreachable: found down while this call waited")
+
+    async def _open_pool_once(self) -> None:
+        """Open every pooled connection, one after another, while the first callers wait (a
+        burst of handshakes at once is what made a burst of requests look like an outage)."""
+        await self._wait_for(self._opening)
+        try:
+            if self._pool_open:
+                return
+            pool = self.client.connection_pool
+            opened: list[Any] = []
+            try:
+                for _ in range(self.max_connections):
+                    opened.append(await self._deadline(pool.get_connection))
+            finally:
+                for connection in opened:
+                    await pool.release(connection)
+            self._pool_open = True
+        finally:
+            self._opening.release()
+
+    async def _deadline(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` under the deadline; map outages to StateUnavailable."""
         try:
             async with asyncio.timeout(self.deadline_s):
                 return await call()
         except _REFUSED as exc:  # AuthenticationError is also a ConnectionError: check first
             raise ScriptsRefused(f"Redis at {self._where()} refused: {type(exc).__name__}: {exc}") from exc
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:  # OSError covers TimeoutError
+            self._unreachable_at = time.monotonic()
             raise StateUnavailable(
                 f"Redis at {self._where()} unreachable: {type(exc).__name__}: {exc}".rstrip(": ")
             ) from exc
@@ -366,7 +450,7 @@ class RedisStateStore:
 
     # start-up -----------------------------------------------------------------------------
     async def self_test(self) -> None:
-        """Load every script and run each once on throw-away keys.
+        """Load every script, run each once on throw-away keys, then open the connection pool.
 
         Raises StateUnavailable if Redis cannot be reached, RuntimeError if it answers but
         will not run the scripts (ACL without +@scripting, EVALSHA renamed, wrong credentials,
@@ -374,8 +458,7 @@ class RedisStateStore:
         """
         try:
             for name, script in self.scripts.items():
-                sha = await self._bounded(lambda body=script.script: self.client.script_load(body))
-                sha = sha.decode() if isinstance(sha, bytes) else sha
+                sha = _text(await self._bounded(partial(self.client.script_load, script.script)))
                 if sha != script.sha:
                     raise RuntimeError(
                         f"Redis returned SHA {sha} for the router's {name!r} script, expected {script.sha}"
@@ -444,7 +527,8 @@ class RedisStateStore:
                     (await probe.record_rate_limited(model, 10_000.0, 1.0)).cooldown_until == 10_001.0,
                 )
             )
-            checks.append(("record_success", (await probe.record_success(model, 0.5)).ejections == 0))
+            closed = await probe.record_success(model, 0.5, now=10_000.0)
+            checks.append(("record_success", closed.state(10_000.0) == "closed" and closed.healthy_since == 10_000.0))
             checks.append(
                 ("health", model in await probe.health([model]) and (await probe.latencies()) == {model: 0.5})
             )
@@ -520,9 +604,15 @@ class RedisStateStore:
         rows = await self._bounded(read)
         return {m: _health(row) for m, row in zip(models, rows, strict=False) if any(v is not None for v in row)}
 
-    async def record_success(self, model: str, latency_s: float | None) -> ModelHealth:
+    async def record_success(self, model: str, latency_s: float | None, now: float | None = None) -> ModelHealth:
         keys = [self._health_key(model), self._latency_key, self._open_key]
-        return _health(await self._run("success", keys, [model, "" if latency_s is None else repr(float(latency_s))]))
+        args = [
+            model,
+            "" if latency_s is None else repr(float(latency_s)),
+            repr(time.time() if now is None else float(now)),
+            repr(float(self.settings.decay_s)),
+        ]
+        return _health(await self._run("success", keys, args))
 
     async def record_failure(self, model: str, now: float, *, immediate: bool, total_models: int) -> ModelHealth:
         s = self.settings
@@ -535,6 +625,7 @@ class RedisStateStore:
             repr(float(s.base_ejection_s)),
             repr(float(s.max_ejection_s)),
             allowed_open,
+            repr(float(s.decay_s)),
         ]
         return _health(await self._run("failure", [self._health_key(model), self._open_key], args))
 
@@ -558,7 +649,8 @@ class RedisStateStore:
 
     # cache --------------------------------------------------------------------------------
     async def cache_get(self, key: str) -> bytes | None:
-        return await self._bounded(lambda: self.client.get(self._cache_key(key)))
+        value = await self._bounded(lambda: self.client.get(self._cache_key(key)))
+        return value.encode() if isinstance(value, str) else value  # str only with decode_responses
 
     async def cache_put(self, key: str, value: bytes, ttl_s: int) -> None:
         if ttl_s <= 0:  # already expired, as in the memory store: nothing to keep
@@ -583,5 +675,7 @@ def _text(value: Any) -> str:
 
 
 def _health(row: list[Any]) -> ModelHealth:
-    cf, ej, open_until, cooldown_until, probe_until = (float(_text(v)) if v is not None else 0.0 for v in row)
-    return ModelHealth(int(cf), int(ej), open_until, cooldown_until, probe_until)
+    cf, ej, open_until, cooldown_until, probe_until, healthy_since = (
+        float(_text(v)) if v is not None else 0.0 for v in row
+    )
+    return ModelHealth(int(cf), int(ej), open_until, cooldown_until, probe_until, healthy_since)

@@ -29,7 +29,15 @@ from typing import TypeVar
 from prometheus_client import Gauge
 
 from router.circuit import ModelHealth
-from router.state.base import BudgetScope, RateDecision, RateLimit, Reservation, StateStore, StateUnavailable
+from router.state.base import (
+    BudgetScope,
+    RateDecision,
+    RateLimit,
+    Reservation,
+    StateBusy,
+    StateStore,
+    StateUnavailable,
+)
 from router.state.memory import MemoryStateStore
 
 log = logging.getLogger("router.state")
@@ -71,6 +79,8 @@ class ResilientStore:
             raise StateUnavailable("state store marked down")
         try:
             result = await call()
+        except StateBusy:
+            raise  # a burst, not an outage: refuse this call only
         except StateUnavailable:
             self.mark_down()
             raise
@@ -109,17 +119,18 @@ class ResilientStore:
         self._health, self._health_read_at = dict(fresh), time.monotonic()
         return fresh
 
-    async def record_success(self, model: str, latency_s: float | None) -> ModelHealth:
+    async def record_success(self, model: str, latency_s: float | None, now: float | None = None) -> ModelHealth:
+        now = time.time() if now is None else now
         known = self._health.get(model)
-        recovering = known is not None and (known.consecutive_failures or known.ejections)
+        recovering = known is not None and (known.consecutive_failures or known.state(now) != "closed")
         last_write = self._success_written_at.get(model, -SUCCESS_WRITE_S)
         if not recovering and time.monotonic() - last_write < SUCCESS_WRITE_S:
             return known or ModelHealth()
         self._success_written_at[model] = time.monotonic()
         try:
-            health = await self._try(lambda: self.primary.record_success(model, latency_s))
+            health = await self._try(lambda: self.primary.record_success(model, latency_s, now))
         except StateUnavailable:
-            return await self.local.record_success(model, latency_s)
+            return await self.local.record_success(model, latency_s, now)
         self._remember(model, health)
         return health
 
