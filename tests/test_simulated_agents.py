@@ -257,7 +257,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "$defs": {
             "Node": {
                 "type": "object",
-                "properties": {"name": {"type": "string"}, "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}}},
+                "properties": {
+                    "name": {"type": "string"},
+                    "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}},
+                },
                 "required": ["name", "children"],
             }
         },
@@ -272,7 +275,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "oneOf with a discriminator": {
         "oneOf": [
-            {"type": "object", "properties": {"kind": {"const": "a"}, "n": {"type": "number"}}, "required": ["kind", "n"]},
+            {
+                "type": "object",
+                "properties": {"kind": {"const": "a"}, "n": {"type": "number"}},
+                "required": ["kind", "n"],
+            },
             {"type": "object", "properties": {"kind": {"const": "b"}}, "required": ["kind"]},
         ]
     },
@@ -304,6 +311,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "unique": {"type": "array", "items": {"enum": [1, 2, 3]}, "minItems": 3, "uniqueItems": True},
             "tuple": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}], "items": False},
             "empty": {"type": "array", "maxItems": 0},
+            "names": {"type": "array", "items": {"type": "string"}, "minItems": 3, "uniqueItems": True},
         },
         "required": ["unique", "tuple", "empty"],
     },
@@ -317,7 +325,9 @@ def test_schema_example_is_an_instance_of_the_schema(name):
     schema = SCHEMAS[name]
     for seed in range(25):
         jsonschema.validate(
-            example_for(schema, random.Random(seed)), schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+            example_for(schema, random.Random(seed)),
+            schema,
+            format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
         )
 
 
@@ -350,7 +360,7 @@ def test_pydantic_ai_agent_with_a_tool_and_output_type_completes(router):
     result = agent.run_sync("What will the weather be in Nice?", usage_limits=UsageLimits(request_limit=4))
     assert isinstance(result.output, Forecast)
     assert len(calls) == 1
-    assert result.usage().requests == 2
+    assert result.usage.requests == 2
 
 
 def test_openai_agents_chat_completions_agent_with_a_tool_and_output_type_completes(tmp_path: Path):

@@ -22,6 +22,7 @@ from typing import Any
 MAX_DEPTH = 12  # a schema that recurses through required parts only has no finite instance
 SHALLOW = 3  # below this depth: no optional properties, shortest arrays, nullable branches
 DEFAULT_SPAN = 100
+UNIQUE_TRIES = 16
 
 FORMATS = {
     "date-time": "2025-06-01T12:00:00Z",
@@ -57,6 +58,7 @@ class _Builder:
     def __init__(self, root: Any, rng: random.Random) -> None:
         self.root = root
         self.rng = rng
+        self.taken: list[Any] = []  # items already in a uniqueItems array: enum and boolean draws avoid them
 
     def value(self, schema: Any, depth: int, name: str) -> Any:
         if schema is True or schema == {}:
@@ -67,7 +69,7 @@ class _Builder:
         if "const" in schema:
             return schema["const"]
         if isinstance(schema.get("enum"), list) and schema["enum"]:
-            return self.rng.choice(schema["enum"])
+            return self.rng.choice([v for v in schema["enum"] if v not in self.taken] or schema["enum"])
         for key in ("anyOf", "oneOf"):
             branches = schema.get(key)
             if isinstance(branches, list) and branches:
@@ -83,7 +85,7 @@ class _Builder:
         if kind == "number":
             return self._number(schema)
         if kind == "boolean":
-            return self.rng.random() < 0.5
+            return self.rng.choice([v for v in (True, False) if v not in self.taken] or [True])
         if kind == "null":
             return None
         return self._string(schema, name)
@@ -182,15 +184,16 @@ class _Builder:
             count = min(count, len(prefix))
         if high is not None:
             count = min(count, high)
+        unique = schema.get("uniqueItems") is True
         values: list[Any] = []
-        attempts = 0
-        while len(values) < count and attempts < count + 8:
-            attempts += 1
-            index = len(values)
+        for index in range(count):
             sub = prefix[index] if index < len(prefix) else items
-            candidate = self.value(sub, depth + 1, name)
-            if schema.get("uniqueItems") is True and candidate in values and attempts < count + 8:
-                continue
+            for _ in range(UNIQUE_TRIES if unique else 1):
+                self.taken = values if unique else []
+                candidate = self.value(sub, depth + 1, name)
+                if candidate not in values:
+                    break
+            self.taken = []
             values.append(candidate)
         return values
 
@@ -225,6 +228,8 @@ class _Builder:
             text = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
         elif isinstance(fmt, str) and fmt in FORMATS:
             text = FORMATS[fmt]
+        if text in self.taken:  # another item of a uniqueItems array
+            text = f"{text} {len(self.taken) + 1}"
         pattern = schema.get("pattern")
         if isinstance(pattern, str):
             text = _matching(pattern, text)
