@@ -1078,3 +1078,32 @@ def test_openai_sdk_raises_on_a_mid_stream_failure() -> None:
         for event in client.responses.create(model="standard", input="hi", stream=True):
             received.append(event.type)
     assert received[-1] == "response.output_text.delta"
+
+
+def test_items_resent_with_previous_response_id_are_not_duplicated() -> None:
+    stored = [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"},
+    ]
+    chat = to_chat_request(
+        {
+            "previous_response_id": "resp_1",
+            "input": [
+                {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"},
+                {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "call_1", "output": "3 C"},
+            ],
+        },
+        previous_items=stored,
+    )
+    assert chat["messages"] == [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "3 C"},
+    ]

@@ -149,13 +149,17 @@ def _messages(body: Mapping[str, Any], previous_items: Iterable[Mapping[str, Any
             raise InvalidRequest("'instructions' must be a string.", param="instructions")
         if instructions:
             builder.messages.append({"role": "system", "content": instructions})
+    stored: set[tuple[str, str]] = set()
     for item in previous_items:
         builder.add(item, "previous_response_id")
+        stored.update(_identities(item))
     given = body.get("input")
     if isinstance(given, str):
         builder.messages.append({"role": "user", "content": given})
     elif isinstance(given, list):
         for index, item in enumerate(given):
+            if stored and isinstance(item, Mapping) and not stored.isdisjoint(_identities(item)):
+                continue  # already in the stored chain: clients often resend their calls and outputs
             builder.add(item, f"input[{index}]")
     elif given is None:
         raise InvalidRequest("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
@@ -164,6 +168,17 @@ def _messages(body: Mapping[str, Any], previous_items: Iterable[Mapping[str, Any
     if not builder.messages:
         raise InvalidRequest("'input' must contain at least one message.", param="input")
     return builder.messages
+
+
+def _identities(item: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What makes an item the same as a stored one: its id, or the call it makes or answers."""
+    found = []
+    if isinstance(item.get("id"), str):
+        found.append(("id", item["id"]))
+    kind = item.get("type")
+    if kind in ("function_call", "function_call_output") and isinstance(item.get("call_id"), str):
+        found.append((kind, item["call_id"]))
+    return found
 
 
 class _MessageBuilder:
