@@ -159,9 +159,12 @@ def test_stalled_uploads_are_answered_and_their_memory_returns(proxy):
     for answer in answers:
         assert answer is not None and answer.startswith(b"HTTP/1.1 408")
     assert "Traceback" not in proxy.logs() and "unhandled error" not in proxy.logs()
-    # The 32 MB read went back to the allocator; allow a few MB it keeps for reuse.
-    time.sleep(0.2)
-    assert rss_mb(proxy) < before + 10
+    # The 32 MB read goes back to the allocator once the buffers are freed; allow a few MB it
+    # keeps for reuse, and give a loaded machine a few seconds to get there.
+    deadline = time.monotonic() + 5
+    while (after := rss_mb(proxy)) >= before + 10 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert after < before + 10
     assert healthy(proxy)
 
 
