@@ -4,7 +4,6 @@ RELIABILITY.md A6, A7): raw sockets against a real ``router serve`` process."""
 from __future__ import annotations
 
 import socket
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -13,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.auth import digest_of
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Reply
 from tests.harness import RunningRouter, two_model_policy, write_policy
+from tests.policies import key
 from tests.processes import RouterProcess, send_raw
 
 READ_TIMEOUT_S = 1.0
@@ -189,8 +188,7 @@ KEY = "sk-tr-web-0123456789abcdef"
 def keyed_router(
     upstream_server: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningRouter]:
-    keys = f'keys:\n  - {{hash: "sha256:{digest_of(KEY)}", name: web, team: web}}\n'
-    policy = textwrap.dedent(two_model_policy(upstream_server.base_url)) + keys
+    policy = two_model_policy(upstream_server.base_url, keys=[key(KEY, "web", team="web")])
     with RunningRouter(write_policy(tmp_path_factory.mktemp("keyed"), policy)) as running:
         yield running
 

@@ -129,7 +129,7 @@ def test_the_sdk_sees_a_mid_stream_failure_as_an_error(tmp_path, upstream):
 def test_idle_timeout_mid_stream(tmp_path, upstream):
     upstream.script(Reply(chunk_delay_s=1.0))
     with (
-        start(tmp_path, upstream, model_timeouts="idle_timeout_s: 0.6, ttft_timeout_s: 3") as router,
+        start(tmp_path, upstream, model_timeouts={"idle_timeout_s": 0.6, "ttft_timeout_s": 3}) as router,
         httpx.stream(
             "POST",
             f"{router.base_url}/chat/completions",
@@ -143,7 +143,7 @@ def test_idle_timeout_mid_stream(tmp_path, upstream):
 
 def test_long_generation_completes_when_timeouts_allow(tmp_path, upstream):
     upstream.script(Reply(chunk_delay_s=0.4))
-    with start(tmp_path, upstream, model_timeouts="idle_timeout_s: 2") as router:
+    with start(tmp_path, upstream, model_timeouts={"idle_timeout_s": 2}) as router:
         chunks = list(sdk(router).chat.completions.create(model="standard", messages=HELLO, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello from gpt-4o-mini."
 
