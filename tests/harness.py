@@ -89,6 +89,7 @@ def one_model_policy(
     upstream_url: str,
     model_timeouts: dict[str, float] | None = None,
     provider_options: dict[str, Any] | None = None,
+    keys: Iterable[dict[str, Any]] = (),
     **defaults: Any,
 ) -> str:
     """One standard model on one OpenAI-shaped upstream: retries and cooldowns have nowhere else to go."""
@@ -97,6 +98,7 @@ def one_model_policy(
     return policy(
         providers={"only": provider(upstream_url, **(provider_options or {}))},
         models={"solo": model("only", price=(1.0, 2.0), capabilities=["tools"], **timeouts)},
+        keys=keys,
         **{"baseline_model": "solo", **values},
     )
 

@@ -11,8 +11,10 @@ import pytest
 
 from tests.fakes import ErrorReply, Hang, RawReply, Reply, StreamThenReset, StreamWithoutDone, StreamWithoutUsage
 from tests.harness import RunningRouter, metric_sum, one_model_policy, scrape, write_policy
+from tests.policies import key
 
 HELLO = [{"role": "user", "content": "hi"}]
+JUNK_TEST_KEY = "sk-tr-known-0123456789"
 
 
 def eventually(read, timeout_s: float = 3.0):
@@ -30,7 +32,7 @@ def start(tmp_path, upstream, **options) -> RunningRouter:
 
 
 def sdk(router: RunningRouter, **options) -> openai.OpenAI:
-    return openai.OpenAI(base_url=router.base_url, api_key="x", max_retries=0, **options)
+    return openai.OpenAI(base_url=router.base_url, **{"api_key": "x", "max_retries": 0, **options})
 
 
 def test_503_is_retried_answered_once_and_billed_once_with_one_request_id(tmp_path, upstream):
@@ -444,17 +446,24 @@ def test_a_storm_of_failures_logs_a_line_per_second_not_per_request_and_health_s
     assert health.status_code == 200 and health_s < 0.5
 
 
-def test_junk_model_names_and_keys_add_no_metric_series(client, router):
-    def series() -> set[str]:
-        return set(scrape(router.url))
+def test_junk_model_names_and_keys_add_no_metric_series(tmp_path, upstream):
+    """Series are labelled by configured names only: neither an unknown model name (from a
+    valid key) nor an unknown key (with a valid model name) adds one."""
+    policy = one_model_policy(upstream.base_url, keys=[key(JUNK_TEST_KEY, "known", team="web", admin=True)])
+    with RunningRouter(write_policy(tmp_path, policy)) as router:
+        client = sdk(router, api_key=JUNK_TEST_KEY)
 
-    client.chat.completions.create(model="standard", messages=HELLO)
-    before = series()
-    for i in range(200):
-        with pytest.raises(openai.NotFoundError):
-            client.chat.completions.create(model=f"junk-model-{i}", messages=HELLO)
-        openai.OpenAI(base_url=router.base_url, api_key=f"sk-junk-{i}", max_retries=0).chat.completions.create(
-            model="standard", messages=HELLO
-        )
-    after = series()
+        def series() -> set[str]:
+            return set(scrape(router.url, key=JUNK_TEST_KEY))
+
+        client.chat.completions.create(model="standard", messages=HELLO)
+        before = series()
+        for i in range(200):
+            with pytest.raises(openai.NotFoundError):
+                client.chat.completions.create(model=f"junk-model-{i}", messages=HELLO)
+            with pytest.raises(openai.AuthenticationError):
+                sdk(router, api_key=f"sk-junk-{i}").chat.completions.create(model="standard", messages=HELLO)
+            with pytest.raises(openai.AuthenticationError):
+                sdk(router, api_key=f"sk-junk-{i}").chat.completions.create(model=f"junk-model-{i}", messages=HELLO)
+        after = series()
     assert after == before
