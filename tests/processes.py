@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GROQ_API_KEY", "TOGETHER_API_KEY", "LOCAL_LLM_URL")
 
@@ -141,7 +142,10 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
-        assert binary, "redis-server is installed by scripts/services.sh"
+        if binary is None:
+            pytest.fail(
+                "redis-server is not installed: run scripts/services.sh (make test does) or apt-get install redis-server"
+            )
         args = [
             binary,
             "--port",
@@ -241,6 +245,10 @@ http {{
 
     def __enter__(self) -> NginxBalancer:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not os.access(binary, os.X_OK):
+            pytest.fail(
+                "nginx is not installed: run scripts/services.sh (make test does) or apt-get install nginx-light"
+            )
         self.process = subprocess.Popen(
             [binary, "-c", str(self.config), "-p", str(self.directory)],
             stdout=subprocess.DEVNULL,
