@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import openai
@@ -10,6 +9,7 @@ import pytest
 
 from tests.fakes import ErrorReply, Hang, RawReply, Reply
 from tests.harness import RunningRouter, two_model_policy, write_policy
+from tests.processes import free_port
 
 HELLO = [{"role": "user", "content": "hi"}]
 
@@ -78,14 +78,8 @@ def test_a_concrete_model_falls_back_within_its_tier_only(client, upstream):
     assert info.value.response.headers["x-router-attempts"] == "1"
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_connect_error_falls_back(tmp_path, upstream):
-    dead = f"http://127.0.0.1:{_closed_port()}/v1"
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     policy = write_policy(tmp_path, two_model_policy(dead, second_url=upstream.base_url))
     with RunningRouter(policy) as router:
         client = openai.OpenAI(base_url=router.base_url, api_key="x", max_retries=0)
