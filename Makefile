@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: run test lint typecheck install install-dev services check bench clean
+.PHONY: run test lint typecheck install install-dev services check bench train-difficulty clean
 
 run: $(VENV)/.runtime
 	$(BIN)/router serve
@@ -45,6 +45,12 @@ check: $(VENV)/.runtime
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m benchmarks.run
+
+DIFFICULTY_DATA ?= ../shared/data/routing/outcomes_train.csv
+
+# Re-train the difficulty predictor: writes router/difficulty/model.json (same data → same bytes).
+train-difficulty: $(VENV)/.dev
+	$(BIN)/python scripts/train_difficulty.py --data $(DIFFICULTY_DATA)
 
 lock: $(BIN)/uv
 	$(BIN)/uv pip compile pyproject.toml -o requirements.lock --python-version 3.11
