@@ -14,6 +14,7 @@ Deterministic: the same file and packages give the same bytes.
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import hashlib
 import json
@@ -66,13 +67,13 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def featurise(rows: list[dict[str, str]]) -> Dataset:
     root = embedding.wordllama_dir()
-    tokenizer = embedding.load_tokenizer(root)
-    table = embedding.load_token_embeddings(root)
-    prior = table.astype(np.float32).mean(axis=0, dtype=np.float64) * features.EMBED_PRIOR_TOKENS
+    tokenizer = embedding.Tokenizer(embedding.load_vocabulary(root))
+    table = embedding.load_token_embeddings(root).astype(np.float32)
+    prior = table.mean(axis=0, dtype=np.float64) * features.EMBED_PRIOR_TOKENS
     means = np.zeros((len(rows), table.shape[1]), dtype=np.float64)
     for i, row in enumerate(rows):
-        ids = embedding.token_ids(tokenizer, features.embedding_text(row["prompt"]))
-        total = table[ids].astype(np.float32).sum(axis=0, dtype=np.float64) if ids else 0.0
+        ids = tokenizer.ids(features.embedding_text(row["prompt"]))
+        total = table[ids].sum(axis=0, dtype=np.float64) if ids else 0.0
         means[i] = (total + prior) / (len(ids) + features.EMBED_PRIOR_TOKENS)
     return Dataset(
         embeddings=means,
@@ -82,6 +83,15 @@ def featurise(rows: list[dict[str, str]]) -> Dataset:
         source=np.array([row["source"] for row in rows]),
         domain=np.array([row["domain"] for row in rows]),
     )
+
+
+def fold_token_table(embedding_weights: np.ndarray) -> tuple[list[str], list[float]]:
+    """Per head, the token table dotted with that head's embedding weights (base64 float32), and its mean."""
+    table = embedding.load_token_embeddings().astype(np.float64)
+    folded = np.stack([table @ w for w in embedding_weights], axis=1)  # (vocabulary, heads)
+    as_float32 = folded.astype("<f4")
+    encoded = [base64.b64encode(as_float32[:, h].tobytes()).decode("ascii") for h in range(folded.shape[1])]
+    return encoded, rounded(as_float32.astype(np.float64).mean(axis=0))
 
 
 def fold_of(data: Dataset, folds: int = FOLDS) -> np.ndarray:
@@ -204,12 +214,17 @@ def train(data_path: Path) -> dict[str, Any]:
     heads = fit_heads(data, np.arange(len(rows)))
     dim = data.embeddings.shape[1]
     wordllama = embedding.wordllama_dir()
+    token_heads, token_prior = fold_token_table(np.array([rounded(w[:dim]) for w in heads.weights]))
     return {
         "format": FORMAT,
         "predicts": "P(second-tier model answers worse than the frontier model), ranked by expected gain",
         "heads": ["weak_wrong_strong_right", "weak_right_strong_wrong"],
         "inputs": list(features.MODEL_INPUT_NAMES),
-        "embedding_weights": [rounded(w[:dim]) for w in heads.weights],
+        "token_weights": {
+            "encoding": "per head: base64 of little-endian float32, one per vocabulary id (embedding · weights)",
+            "heads": token_heads,
+            "prior": token_prior,
+        },
         "input_weights": [rounded(w[dim:]) for w in heads.weights],
         "bias": rounded(heads.bias),
         "calibration": {"slope": rounded([slope])[0], "intercept": rounded([intercept])[0]},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import socket
 import subprocess
@@ -12,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from router.difficulty import load_predictor
-from router.difficulty.predictor import MODEL_FILE, build_predictor
+from router.difficulty import embedding, load_predictor
+from router.difficulty.predictor import MODEL_FILE, build_predictor, read_model
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINING_DATA = Path(
@@ -38,9 +39,24 @@ def test_score_is_deterministic_across_calls_and_fresh_loads() -> None:
     assert build_predictor().score(messages) == first
 
 
-def test_competition_math_problem_scores_above_say_hello() -> None:
+GSM8K_STYLE_PROBLEM = (
+    "A bakery sells muffins for $3.25 each and cookies at 4 for $5. On Monday it sold 3/5 of its 240 muffins "
+    "and twice as many cookies as muffins. If each muffin costs $1.10 to make and each cookie $0.45, how much "
+    "profit did the bakery make on Monday?"
+)
+EVERYDAY_PROMPTS = ("say hello", "hi, how are you?", "thanks!", "What is the capital of France?")
+
+
+@pytest.mark.parametrize("easy", EVERYDAY_PROMPTS)
+def test_competition_math_problem_scores_above_everyday_prompts_by_a_wide_margin(easy: str) -> None:
     predictor = load_predictor()
-    assert predictor.score(user(COMPETITION_PROBLEM)) > predictor.score(user("say hello"))
+    assert predictor.score(user(COMPETITION_PROBLEM)) > predictor.score(user(easy)) + 0.15
+
+
+@pytest.mark.parametrize("easy", EVERYDAY_PROMPTS)
+def test_multi_step_word_problem_scores_above_everyday_prompts(easy: str) -> None:
+    predictor = load_predictor()
+    assert predictor.score(user(GSM8K_STYLE_PROBLEM)) > predictor.score(user(easy)) + 0.02
 
 
 @pytest.mark.parametrize(
@@ -130,3 +146,48 @@ def test_shipped_model_contains_no_40_character_piece_of_any_training_prompt() -
         if prompt[i : i + window] in shipped_pieces
     ]
     assert leaked == []
+
+
+def test_loading_and_scoring_import_neither_numpy_nor_tokenizers() -> None:
+    code = (
+        "import sys\n"
+        "from router.difficulty import load_predictor\n"
+        "load_predictor().score([{'role': 'user', 'content': 'What is 17 * 23?'}])\n"
+        "print(','.join(sorted(m for m in ('numpy', 'tokenizers', 'wordllama', 'sklearn') if m in sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert result.stdout.strip() == ""
+
+
+def test_score_reads_only_the_head_and_tail_of_a_long_turn() -> None:
+    head, tail = "Solve: " + "x " * 1500, " y" * 1500 + " What is x + y?"
+    middles = ("12 + 7 = 19; " * 2000, "the cat sat. " * 2000)
+    assert len(middles[0]) == len(middles[1])
+    predictor = load_predictor()
+    assert predictor.score(user(head + middles[0] + tail)) == predictor.score(user(head + middles[1] + tail))
+
+
+def test_tokenizer_gives_the_same_pieces_with_a_cold_and_a_warm_split_cache() -> None:
+    tokenizer = embedding.Tokenizer(embedding.load_vocabulary())
+    text = "Stylomastoid foramen: ∑∫π≤ naïve 12345, __init__() -> $4.50 each; paralysis."
+    cold = tokenizer.ids(text)
+    assert tokenizer.ids(text) == cold
+    tokenizer.clear_cache()
+    assert tokenizer.ids(text) == cold
+    assert len(cold) > len(text.split())  # unknown words were split, unknown characters fell back to bytes
+
+
+def test_common_words_are_one_vocabulary_piece_each() -> None:
+    vocabulary = embedding.load_vocabulary()
+    tokenizer = embedding.Tokenizer(vocabulary)
+    text = "the cat sat on the mat"
+    assert tokenizer.ids(text) == [vocabulary["▁" + word] for word in text.split()]
+
+
+def test_a_model_trained_on_another_wordllama_tokenizer_is_refused(tmp_path: Path) -> None:
+    model = read_model()
+    model["training"]["embedding"]["tokenizer_sha256"] = "0" * 64
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(model), encoding="utf-8")
+    with pytest.raises(embedding.EmbeddingFilesMissing, match="re-train"):
+        build_predictor(path)

@@ -1,44 +1,69 @@
 """What the difficulty model reads from a conversation: the text it embeds and hand-made counts.
 
 Pure functions over strings (no numpy here); the same code serves the training script and the
-predictor, so what is trained is what runs. Work is bounded: the counts read at most
-``MAX_COUNT_CHARS`` characters, the embedding at most ``EMBED_HEAD_CHARS + EMBED_TAIL_CHARS``.
+predictor, so what is trained is what runs. Work is bounded whatever the input: the counts read
+at most ``COUNT_HEAD_CHARS + COUNT_TAIL_CHARS`` characters (the length itself is the whole
+turn's), the embedding at most ``EMBED_HEAD_CHARS + EMBED_TAIL_CHARS``. The counts cost a few
+C-level passes (two ``findall``, one ``Counter``, ``str.count``), not one regex per feature.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-MAX_COUNT_CHARS = 8000
-EMBED_HEAD_CHARS = 1200
-EMBED_TAIL_CHARS = 400
+COUNT_HEAD_CHARS = 900
+COUNT_TAIL_CHARS = 300
+EMBED_HEAD_CHARS = 800
+EMBED_TAIL_CHARS = 300
 # The mean embedding is taken over the tokens plus this many pseudo-tokens at the average token
 # embedding, so a one- or two-token prompt ("hi") is not scored on one token's odd vector.
 EMBED_PRIOR_TOKENS = 8
 
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_WORD = re.compile(r"\w+")
-_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
-_OPTION_LINE = re.compile(r"^\s*\(?[A-Ha-h][.)]\s", re.MULTILINE)
-_MATH_SYMBOL = re.compile(r"[=+*/^<>×÷√∑∫π≤≥≠]|\\(?:frac|sqrt|sum|int|cdot|le|ge|pi)\b|\b[a-z]\s*\^\s*\d")
-_CODE = re.compile(r"```|\bdef |\bclass |\breturn\b|;\s*$|[{}]|\bfunction\b|\bimport\b", re.MULTILINE)
-_FRACTION_OR_DECIMAL = re.compile(r"\d+/\d+|\d+\.\d+")
-_PERCENT = re.compile(r"%|\bpercent", re.IGNORECASE)
-_MONEY = re.compile(r"[$€£]|\bdollars?\b|\bcents?\b", re.IGNORECASE)
-_TIME_UNIT = re.compile(r"\b(?:hours?|minutes?|seconds?|days?|weeks?|months?|years?)\b", re.IGNORECASE)
-_STEP_CUE = re.compile(
-    r"\b(?:each|per|every|total|remaining|left|twice|half|thrice|times|more than|less than|fewer|"
-    r"then|after|before|altogether|respectively|average|ratio|rate|profit|discount|increase|decrease|"
-    r"if|until|instead|rest|difference|combined|together|double|triple|quarter|third)\b",
-    re.IGNORECASE,
+_NUMBER = re.compile(r"[0-9]+(?:[.,][0-9]+)*")
+_WORD = re.compile(r"[a-z]+")
+_OPTION_MARKS = tuple(f"\n{mark}" for letter in "ABCDE" for mark in (f"{letter}.", f"{letter})", f"({letter})"))
+
+
+def _words(spaced: str) -> frozenset[str]:
+    return frozenset(spaced.split())
+
+
+_MATH_CHARS = ("=", "+", "*", "/", "^", "<", ">", "×", "÷", "√", "∑", "∫", "π", "≤", "≥", "≠", "\\", "_")
+_MONEY_CHARS = ("$", "€", "£")
+_CODE_MARKS = ("```", "{", "}", ";\n", "()", "->", "==")
+
+_CODE_WORDS = _words("def class return import function const var print elif lambda")
+_MONEY_WORDS = _words("dollar dollars cent cents price cost costs paid pay pays sells sold buy buys bought")
+_UNIT_WORDS = _words(
+    "hour hours minute minutes second seconds day days week weeks month months year years mile miles km "
+    "meter meters metres feet foot inch inches pound pounds kg gram grams liter liters litre gallon gallons "
+    "ounce ounces mph cups cup pieces dozen"
 )
-_PROOF_CUE = re.compile(
-    r"\b(?:prove|proof|show that|derive|find all|integer|integers|prime|polynomial|probability|"
-    r"real numbers|sequence|triangle|modulo|remainder|maximum|minimum|how many ways)\b",
-    re.IGNORECASE,
+_STEP_WORDS = _words(
+    "each per every total remaining left twice half thrice times more less fewer then after before "
+    "altogether respectively average ratio rate profit discount increase decrease if until instead rest "
+    "difference combined together double triple quarter third than"
+)
+_OPERATION_WORDS = _words(
+    "add adds added sum plus subtract minus multiply multiplied product divide divided split share shared "
+    "spend spends spent earn earns earned save saves saved gives gave give lose loses lost buys"
+)
+_NUMBER_WORDS = _words(
+    "one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty forty fifty "
+    "hundred thousand million"
+)
+_PROOF_WORDS = _words(
+    "prove proof derive integer integers prime primes polynomial probability real sequence triangle modulo "
+    "remainder maximum minimum ways divides divisible theorem function functions equation solutions"
+)
+_QUESTION_WORDS = _words("how what which why when where who whom whose")
+_TASK_WORDS = _words(
+    "find compute calculate solve determine evaluate explain write implement show estimate simplify "
+    "answer choose select"
 )
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -46,15 +71,19 @@ FEATURE_NAMES: tuple[str, ...] = (
     "log_words",
     "log_numbers",
     "log_distinct_numbers",
+    "log_number_words",
     "log_fractions_decimals",
     "log_percents",
     "log_money",
-    "log_time_units",
+    "log_units",
     "log_sentences",
     "log_questions",
+    "log_question_words",
+    "log_task_words",
     "log_math_symbols",
     "log_code_cues",
     "log_step_cues",
+    "log_operation_words",
     "log_proof_cues",
     "has_options",
     "digit_share",
@@ -81,40 +110,60 @@ def content_text(content: object) -> str:
     return ""
 
 
+def _window(text: str, head: int, tail: int) -> str:
+    if len(text) <= head + tail:
+        return text
+    return text[:head] + "\n" + text[-tail:]
+
+
 def embedding_text(text: str) -> str:
     """The bounded slice of ``text`` that is embedded: its head and its tail (where the question is)."""
-    if len(text) <= EMBED_HEAD_CHARS + EMBED_TAIL_CHARS:
-        return text
-    return text[:EMBED_HEAD_CHARS] + " " + text[-EMBED_TAIL_CHARS:]
+    return _window(text, EMBED_HEAD_CHARS, EMBED_TAIL_CHARS)
 
 
 def counts(text: str) -> list[float]:
     """The hand-made features of one prompt, in ``FEATURE_NAMES`` order."""
-    text = text[:MAX_COUNT_CHARS]
-    numbers = _NUMBER.findall(text)
-    sentences = len(_SENTENCE_END.findall(text)) + 1
+    window = _window(text, COUNT_HEAD_CHARS, COUNT_TAIL_CHARS)
+    lower = window.lower()
+    numbers = _NUMBER.findall(window)
+    joined = "".join(numbers)
+    words = Counter(_WORD.findall(lower))
+    n_words = sum(words.values())
+
+    def in_set(vocabulary: frozenset[str]) -> int:
+        return sum(words.get(w, 0) for w in vocabulary)
+
+    sentences = window.count(". ") + window.count(".\n") + window.count("? ") + window.count("! ") + 1
+    questions = window.count("?")
+    task_words = in_set(_TASK_WORDS)
+    question_words = in_set(_QUESTION_WORDS)
+    math_symbols = sum(window.count(c) for c in _MATH_CHARS)
     values = [
         len(text),
-        len(_WORD.findall(text)),
+        n_words,
         len(numbers),
         len(set(numbers)),
-        len(_FRACTION_OR_DECIMAL.findall(text)),
-        len(_PERCENT.findall(text)),
-        len(_MONEY.findall(text)),
-        len(_TIME_UNIT.findall(text)),
+        in_set(_NUMBER_WORDS),
+        joined.count(".") + window.count("/"),
+        window.count("%") + words["percent"],
+        sum(window.count(c) for c in _MONEY_CHARS) + in_set(_MONEY_WORDS),
+        in_set(_UNIT_WORDS),
         sentences,
-        text.count("?"),
-        len(_MATH_SYMBOL.findall(text)),
-        len(_CODE.findall(text)),
-        len(_STEP_CUE.findall(text)),
-        len(_PROOF_CUE.findall(text)),
+        questions,
+        question_words,
+        task_words,
+        math_symbols,
+        sum(window.count(c) for c in _CODE_MARKS) + in_set(_CODE_WORDS),
+        in_set(_STEP_WORDS),
+        in_set(_OPERATION_WORDS),
+        in_set(_PROOF_WORDS) + lower.count("show that") + lower.count("find all") + lower.count("how many ways"),
     ]
-    digits = sum(len(n) for n in numbers)
+    digits = len(joined) - joined.count(".") - joined.count(",")
     return [
         *(math.log1p(v) for v in values),
-        1.0 if len(_OPTION_LINE.findall(text)) >= 2 else 0.0,
-        digits / max(len(text), 1),
-        min(max((len(n) for n in numbers), default=0), 12) / 12,
+        1.0 if sum(mark in window for mark in _OPTION_MARKS) >= 2 else 0.0,
+        digits / max(len(window), 1),
+        min(max(map(len, numbers), default=0), 12) / 12,
         min(len(numbers) / sentences, 10.0) / 10,
     ]
 
