@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from router.types import CircuitState
+
 
 @dataclass(frozen=True, slots=True)
 class CircuitSettings:
@@ -31,7 +33,7 @@ class ModelHealth:
     cooldown_until: float = 0.0
     probe_until: float = 0.0
 
-    def state(self, now: float) -> str:
+    def state(self, now: float) -> CircuitState:
         if self.open_until > now:
             return "open"
         if self.ejections > 0:

@@ -20,7 +20,7 @@ async def ready(request: Request) -> JSONResponse:
         return JSONResponse({"status": "not ready", "reason": "starting or draining"}, status_code=503)
     if not await runtime.store.ping():
         return JSONResponse({"status": "not ready", "reason": "state store unreachable"}, status_code=503)
-    return JSONResponse({"status": "ready", "policy_sha256": runtime.gateway.policy.sha256})
+    return JSONResponse({"status": "ready", "policy_sha256": runtime.live.snapshot.policy.sha256})
 
 
 async def metrics(request: Request) -> Response:
