@@ -164,6 +164,8 @@ class Dispatcher:
                 model = candidate.model
                 if any(f.reason == "saturated" and m.provider == model.provider for m, f in failures):
                     continue  # its provider's connections are all busy: no second wait
+                if _past_total(record, snapshot.timeouts(decision.route, model)):
+                    continue  # the request's total timeout is spent: no call could answer in time
                 if not await self.store.claim_probe(model.name, time.time()):
                     continue  # half-open and another request is probing it
                 if failures:
@@ -252,7 +254,9 @@ class Dispatcher:
             if error.blames_model:
                 await self._unhealthy(model, error, len(snapshot.policy.models))
             wait = self._retry_wait(snapshot, error, retry)
-            if retry == retries or wait is None or not self.budget.try_acquire():
+            if retry == retries or wait is None or _past_total(record, call.timeouts, wait):
+                return None
+            if not self.budget.try_acquire():
                 return None
             try:
                 await asyncio.sleep(wait)
@@ -315,6 +319,11 @@ class Dispatcher:
                     "ejections": health.ejections,
                 },
             )
+
+
+def _past_total(record: RequestRecord, timeouts: Timeouts, wait_s: float = 0.0) -> bool:
+    """Whether a non-stream request's total timeout (from its start) is spent, after ``wait_s``."""
+    return not record.stream and time.perf_counter() + wait_s - record.started >= timeouts.total_s
 
 
 async def _read_until_content(iterator: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -449,6 +449,8 @@ def test_junk_model_names_and_keys_add_no_metric_series(client, router):
         return set(scrape(router.url))
 
     client.chat.completions.create(model="standard", messages=HELLO)
+    with pytest.raises(openai.NotFoundError):  # an unknown model is counted once, as route "other"
+        client.chat.completions.create(model="junk-model", messages=HELLO)
     before = series()
     for i in range(200):
         with pytest.raises(openai.NotFoundError):
