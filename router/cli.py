@@ -71,10 +71,10 @@ def explain(
     header: Annotated[list[str] | None, typer.Option("--header", "-H", help="request header 'name: value'")] = None,
 ) -> None:
     """Print the routing decision for a request without calling any upstream."""
+    from router.api.requests import check_body_shape, check_explain_body
     from router.errors import RouterError
     from router.explain import decision_json
     from router.policy.engine import decide
-    from router.api.requests import check_body_shape, check_explain_body
     from router.policy.features import features_for
     from router.types import MODEL_KIND
 

@@ -28,7 +28,8 @@ def example_for(schema: Any, root: Any = None, depth: int = 0) -> Any:
     if kind == "array":
         count = max(int(schema.get("minItems", 1)), 1)
         return [example_for(schema.get("items", {}), root, depth + 1) for _ in range(count)]
-    return {"string": "simulated", "integer": 1, "number": 1.5, "boolean": True, "null": None}.get(kind, "simulated")
+    scalars: dict[Any, Any] = {"string": "simulated", "integer": 1, "number": 1.5, "boolean": True, "null": None}
+    return scalars.get(kind, "simulated")
 
 
 def _resolve(ref: str, root: Any) -> Any:

@@ -14,7 +14,7 @@ import random
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -82,7 +82,8 @@ class SimulatedAdapter:
         await asyncio.sleep(self.provider.latency_ms / 1000)
         inputs = call.body.get("input")
         inputs = inputs if isinstance(inputs, list) else [inputs]
-        dims = call.body.get("dimensions") if isinstance(call.body.get("dimensions"), int) else EMBEDDING_DIMENSIONS
+        asked_dims = call.body.get("dimensions")
+        dims = asked_dims if isinstance(asked_dims, int) else EMBEDDING_DIMENSIONS
         as_base64 = call.body.get("encoding_format") == "base64"
         data = [
             {"object": "embedding", "index": i, "embedding": _encoded(_vector(str(text), dims), as_base64)}
@@ -113,7 +114,8 @@ class _Reply:
         self.model = call.model.upstream
         self.id = f"chatcmpl-sim-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
-        self.n = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 0 else 1
+        asked_n = body.get("n")
+        self.n: int = asked_n if isinstance(asked_n, int) and asked_n > 0 else 1
         self.tool_call = _tool_call(body)
         self.content = None if self.tool_call else _content(body)
         output_text = self.content if self.content is not None else orjson.dumps(self.tool_call).decode()
@@ -209,7 +211,7 @@ class SimulatedStream:
         self.closed = True
 
 
-def _content(body: dict[str, Any]) -> str:
+def _content(body: Mapping[str, Any]) -> str:
     response_format = body.get("response_format")
     if isinstance(response_format, dict):
         if response_format.get("type") == "json_schema":
@@ -222,7 +224,7 @@ def _content(body: dict[str, Any]) -> str:
     return " ".join(WORDS[i % len(WORDS)] for i in range(count)).capitalize() + "."
 
 
-def _tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
+def _tool_call(body: Mapping[str, Any]) -> dict[str, Any] | None:
     tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)]
     choice = body.get("tool_choice")
     if not tools or choice == "none":
@@ -246,7 +248,7 @@ def _encoded(vector: list[float], as_base64: bool) -> list[float] | str:
 
 def _vector(text: str, dims: int) -> list[float]:
     seed = hashlib.sha256(text.encode()).digest()
-    values = []
+    values: list[float] = []
     counter = 0
     while len(values) < dims:
         block = hashlib.sha256(seed + counter.to_bytes(4, "little")).digest()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -374,8 +375,8 @@ class RedisStateStore:
         """
         try:
             for name, script in self.scripts.items():
-                sha = await self._bounded(lambda body=script.script: self.client.script_load(body))
-                sha = sha.decode() if isinstance(sha, bytes) else sha
+                loaded: str | bytes = await self._bounded(functools.partial(self.client.script_load, script.script))
+                sha = loaded.decode() if isinstance(loaded, bytes) else loaded
                 if sha != script.sha:
                     raise RuntimeError(
                         f"Redis returned SHA {sha} for the router's {name!r} script, expected {script.sha}"
@@ -558,7 +559,8 @@ class RedisStateStore:
 
     # cache --------------------------------------------------------------------------------
     async def cache_get(self, key: str) -> bytes | None:
-        return await self._bounded(lambda: self.client.get(self._cache_key(key)))
+        cached = await self._bounded(lambda: self.client.get(self._cache_key(key)))
+        return cached.encode() if isinstance(cached, str) else cached  # bytes: responses are not decoded
 
     async def cache_put(self, key: str, value: bytes, ttl_s: int) -> None:
         if ttl_s <= 0:  # already expired, as in the memory store: nothing to keep
