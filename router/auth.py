@@ -66,6 +66,7 @@ class AuthMiddleware:
             return
         state = scope["state"]
         policy: Policy = state["snapshot"].policy
+        state["client_key"] = None  # an open proxy: no key
         if policy.keys:
             header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
             try:

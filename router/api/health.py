@@ -31,7 +31,7 @@ async def metrics(request: Request) -> Response:
 async def reload_policy(request: Request) -> JSONResponse:
     """Re-read the policy file now (for setups that cannot watch files). Needs an admin key
     when the policy has keys."""
-    key = getattr(request.state, "client_key", None)
+    key = request.state.client_key
     if key is not None and not key.admin:
         raise PermissionDenied("Reloading the policy needs an admin key (admin: true in the policy).")
     result = await runtime_of(request).reloader.reload()

@@ -32,7 +32,7 @@ from router.snapshot import PolicySnapshot
 def _pinned(request: Request) -> tuple[Runtime, PolicySnapshot, ClientKey | None]:
     """The process's services, the policy this request runs under, and its client key."""
     state = request.state
-    return runtime_of(request), state.snapshot, getattr(state, "client_key", None)
+    return runtime_of(request), state.snapshot, state.client_key
 
 
 async def chat_completions(request: Request) -> Response:
