@@ -25,7 +25,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -356,10 +356,10 @@ def _has_content(chunk: dict[str, Any]) -> bool:
 
 class Streaming:
     """An answered stream: the upstream, the chunks read up to its first content, and the
-    rest read in batches (chunks that arrived together leave together) under the idle and
+    rest read in batches (``next_batch``: chunks that arrived together leave together) under the idle and
     total timeouts. Its usage and text are tallied as they pass; a failure after the first
     chunk (an upstream error, a timeout, a chunk the router cannot read) is kept in
-    ``failure`` after the chunks read before it, and ends the iteration. ``aclose`` ends
+    ``failure`` after the chunks read before it, and ends the stream. ``aclose`` ends
     the stream exactly once, however far it was read: the upstream is closed, the attempt
     is accounted, and ``on_end`` (the gateway's, which finishes the request) runs."""
 
@@ -410,19 +410,18 @@ class Streaming:
         self.inflight: Gauge | None = None  # the provider's in-flight slot, held until the end
         self.on_end: Callable[[Streaming], Awaitable[None]] | None = None
 
-    def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
-        return self._batches()
-
-    async def _batches(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+    def first_batch(self) -> list[dict[str, Any]]:
+        """The chunks read while the stream was opened (up to its first content)."""
         batch = self._tallied(self.first_chunks)
-        if batch:
-            self.tally.first_chunk_at = time.perf_counter()
-        while batch:
-            yield batch
-            if self.failure is not None:
-                break
-            batch = await self._next_batch()
-        self.finished = True
+        self.tally.first_chunk_at = time.perf_counter()
+        return batch
+
+    async def next_batch(self) -> list[dict[str, Any]]:
+        """The next chunks; empty once the stream is over (then see ``failure``)."""
+        batch = [] if self.failure is not None else await self._read_batch()
+        if not batch:
+            self.finished = True
+        return batch
 
     def _tallied(self, chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``chunks`` up to the first one that cannot be read (then ``failure`` is set)."""
@@ -434,7 +433,7 @@ class Streaming:
                 return chunks[:index]
         return chunks
 
-    async def _next_batch(self) -> list[dict[str, Any]]:
+    async def _read_batch(self) -> list[dict[str, Any]]:
         """The next chunk, waited for, and every chunk already read behind it; empty at the
         end. A failure keeps the chunks read before it: they are sent, then the error."""
         batch: list[dict[str, Any]] = []
@@ -496,7 +495,7 @@ class Streaming:
         if self.ended:
             return
         self.ended = True
-        if not self.finished:
+        if not self.finished and self.failure is None:
             self.tally.outcome = "cancelled"
         await asyncio.shield(self._end())
 

@@ -50,11 +50,13 @@ async def _events(stream: Streaming, client_wants_usage: bool) -> AsyncGenerator
     model_name = stream.model.name
     last: dict[str, Any] = {}
     try:
-        async for batch in stream:
+        batch = stream.first_batch()
+        while batch:
             last = batch[-1]
             payload = b"".join(p for chunk in batch if (p := _client_chunk(chunk, model_name, client_wants_usage)))
             if payload:
                 yield payload  # chunks that arrived together leave together: one write, not one per chunk
+            batch = await stream.next_batch()
         if stream.failure is not None:
             yield _error_event(stream.failure) + DONE
             return
