@@ -27,7 +27,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import Gauge
 
@@ -86,7 +86,7 @@ class RetryBudget:
         self.retrying -= 1
 
 
-Attempt = Callable[[ProviderAdapter, UpstreamCall], Awaitable["Completed | Streaming"]]
+Answer = TypeVar("Answer", "Completed", "Streaming")  # what one attempt returns: whole or streamed
 
 
 class Dispatcher:
@@ -116,9 +116,7 @@ class Dispatcher:
             async with asyncio.timeout(max(deadline + call.timeouts.total_s - time.perf_counter(), 0.0)):
                 return Completed(call.model, await method(call))
 
-        answered = await self._walk(snapshot, decision, body, headers, record, attempt)
-        assert isinstance(answered, Completed)
-        return answered
+        return await self._walk(snapshot, decision, body, headers, record, attempt)
 
     async def open_stream(
         self,
@@ -143,9 +141,7 @@ class Dispatcher:
                 raise
             return Streaming(self, snapshot, record, call.model, stream, iterator, buffered, call.timeouts)
 
-        answered = await self._walk(snapshot, decision, body, headers, record, attempt)
-        assert isinstance(answered, Streaming)
-        return answered
+        return await self._walk(snapshot, decision, body, headers, record, attempt)
 
     async def _walk(
         self,
@@ -154,8 +150,8 @@ class Dispatcher:
         body: Mapping[str, Any],
         headers: Mapping[str, str],
         record: RequestRecord,
-        attempt: Attempt,
-    ) -> Completed | Streaming:
+        attempt: Callable[[ProviderAdapter, UpstreamCall], Awaitable[Answer]],
+    ) -> Answer:
         failures: list[tuple[Model, UpstreamError]] = []
         self.budget.active += 1
         try:
@@ -187,11 +183,11 @@ class Dispatcher:
         body: Mapping[str, Any],
         headers: Mapping[str, str],
         record: RequestRecord,
-        attempt: Attempt,
+        attempt: Callable[[ProviderAdapter, UpstreamCall], Awaitable[Answer]],
         failures: list[tuple[Model, UpstreamError]],
         retries: int,
         route: str,
-    ) -> Completed | Streaming | None:
+    ) -> Answer | None:
         call = UpstreamCall(
             model,
             self._capped(snapshot, body, model, record),

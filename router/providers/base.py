@@ -13,7 +13,7 @@ UpstreamError                 one failed attempt; counts against the model's hea
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from router.policy.model import Model, Timeouts
@@ -65,9 +65,9 @@ def _token_count(value: Any) -> int:
 class UpstreamCall:
     model: Model
     body: Mapping[str, Any]
-    headers: Mapping[str, str] = field(default_factory=dict)
-    timeouts: Timeouts = field(default_factory=lambda: Timeouts(5.0, 20.0, 60.0, 120.0))
-    request_id: str = ""
+    headers: Mapping[str, str]
+    timeouts: Timeouts  # from the policy snapshot: the one place timeout values come from
+    request_id: str
 
 
 @dataclass(frozen=True, slots=True)
