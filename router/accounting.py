@@ -54,8 +54,8 @@ class RequestRecord:
 
 
 class StreamTally:
-    """What a stream relay saw: usage, generated text (for estimates), upstream wait,
-    outcome, and whether its failure is the model's (a bug of ours is not)."""
+    """What a ``dispatch.Streaming`` saw: usage, generated text (for estimates), upstream
+    wait, first chunk, outcome, and whether its failure is the model's (a bug of ours is not)."""
 
     __slots__ = (
         "blames_model",
