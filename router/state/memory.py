@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from router import circuit
 from router.circuit import CircuitSettings, ModelHealth
 from router.state.base import BudgetScope, RateDecision, RateLimit, Reservation
-from router.state.gcra import gcra
+from router.state.gcra import GcraResult, gcra
 
 LATENCY_WEIGHT = 0.2  # weight of the newest observation in the moving average
 MAX_CACHE_ENTRIES = 10_000
@@ -146,7 +146,7 @@ class MemoryStateStore:
         return None
 
 
-def _rate_decision(admitted: bool, results: list) -> RateDecision:  # type: ignore[type-arg]
+def _rate_decision(admitted: bool, results: list[GcraResult | None]) -> RateDecision:
     requests, tokens = results
     retry = max((r.retry_after_s for r in results if r is not None and not r.admitted), default=0.0)
     return RateDecision(
