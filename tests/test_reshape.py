@@ -63,6 +63,18 @@ def test_an_unknown_model_is_counted_and_logged_with_a_bounded_route(client, rou
     assert [(r.status, r.outcome, r.route) for r in lines] == [(404, "client_error", "other")] * 2
 
 
+def test_a_request_no_model_fits_is_counted_under_its_route_and_tier(tmp_path, upstream):
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    with RunningRouter(write_policy(tmp_path, GPU_POLICY.format(url=upstream.base_url))) as router:
+        refused = httpx.post(f"{router.base_url}/chat/completions", json={"messages": HELLO, "tools": [tool]})
+        samples = scrape(router.url)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "no_model_fits_request"
+    counted = metric_sum(
+        samples, "router_requests_total", route="standard", tier="standard", model="none", outcome="client_error"
+    )
+    assert counted == 1
+
+
 def test_a_stream_failure_still_delivers_the_chunks_read_before_it(router, upstream):
     def event(content: str) -> bytes:
         chunk = {
