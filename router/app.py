@@ -24,7 +24,7 @@ from router.circuit import CircuitSettings
 from router.errors import RouterError, error_body
 from router.gateway import Gateway
 from router.metrics import Metrics
-from router.middleware import GuardMiddleware, RequestIdMiddleware
+from router.middleware import GuardMiddleware, PolicyMiddleware, RequestIdMiddleware
 from router.policy import tokens
 from router.policy.loader import load_policy
 from router.policy.model import Policy
@@ -32,6 +32,7 @@ from router.providers.registry import build_adapters, close_adapters
 from router.reload import PolicyReloader
 from router.runtime import Runtime
 from router.settings import Settings
+from router.snapshot import LivePolicy, PolicySnapshot
 from router.state.base import StateStore, StateUnavailable
 from router.state.memory import MemoryStateStore
 from router.state.resilient import ResilientStore
@@ -43,7 +44,16 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
     """Build the ASGI app. Raises ``PolicyError`` if the policy file is invalid."""
     loaded = policy or load_policy(settings.policy)
     metrics = Metrics()
-    runtime = Runtime(settings=settings, metrics=metrics, store=build_store(settings, loaded, metrics))
+    store = build_store(settings, loaded, metrics)
+    live = LivePolicy()  # its snapshot is set in the lifespan, once the adapters can be built
+    runtime = Runtime(
+        settings=settings,
+        metrics=metrics,
+        store=store,
+        gateway=Gateway(store, metrics),
+        live=live,
+        reloader=PolicyReloader(settings, metrics, live),
+    )
     tokens.warm_up()
     log_policy_summary(loaded)
     for warning in loaded.warnings:
@@ -54,9 +64,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await check_store(runtime.store)
-        adapters = build_adapters(loaded, settings.upstream_max_connections)
-        runtime.gateway = Gateway(loaded, adapters, runtime.store, runtime.metrics)
-        runtime.reloader = PolicyReloader(runtime)
+        live.snapshot = PolicySnapshot.build(loaded, build_adapters(loaded, settings.upstream_max_connections))
         watcher = asyncio.ensure_future(runtime.reloader.watch()) if settings.watch_policy else None
         install_drain_on_sigterm(runtime)
         release_start_up_memory()
@@ -68,7 +76,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
             if watcher is not None:
                 watcher.cancel()
             await runtime.reloader.aclose()
-            await close_adapters(dict(runtime.gateway.adapters))
+            await close_adapters(dict(live.snapshot.adapters))
             await runtime.store.aclose()
 
     # Plain Starlette (FastAPI's base): the hot path needs no dependency injection or
@@ -80,7 +88,8 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes),
-            Middleware(AuthMiddleware, current_gateway=lambda: runtime.gateway),
+            Middleware(PolicyMiddleware, live=live),
+            Middleware(AuthMiddleware),
         ],
     )
     app.state.runtime = runtime

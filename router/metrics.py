@@ -10,30 +10,21 @@ recorded as ``other``. With several uvicorn workers the values live in
 from __future__ import annotations
 
 import os
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from router.policy.model import Policy
+from router.types import OUTCOMES, CircuitState
+
+__all__ = ["CIRCUIT_STATES", "OUTCOMES", "Metrics", "multiprocess_enabled"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
-OUTCOMES = frozenset(
-    {
-        "success",
-        "client_error",
-        "upstream_error",
-        "no_candidate",
-        "rate_limited",
-        "stream_error",
-        "cancelled",
-        "timeout",
-        "unavailable",  # the state store is down and the feature fails closed (503)
-        "internal_error",  # an exception nobody expected, answered as an accounted 502
-    }
-)
-CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+CIRCUIT_STATES: dict[CircuitState, int] = {"closed": 0, "half_open": 1, "open": 2}
+Labelled = TypeVar("Labelled", Counter, Gauge, Histogram)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -44,7 +35,7 @@ def multiprocess_enabled() -> bool:
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self._children: dict[tuple[int, tuple[str, ...]], object] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         client_labels = [
             "gen_ai_operation_name",
@@ -146,7 +137,7 @@ class Metrics:
             multiprocess_mode="max",
         )
 
-    def child(self, metric: Counter | Gauge | Histogram, *values: str):  # type: ignore[no-untyped-def]
+    def child(self, metric: Labelled, *values: str) -> Labelled:
         """``metric.labels(*values)``, remembered: the hot path skips label validation.
         Values are positional, in the metric's label order; all come from the policy or
         fixed vocabularies, so the cache is bounded like the series themselves."""
@@ -154,7 +145,8 @@ class Metrics:
         found = self._children.get(key)
         if found is None:
             found = self._children[key] = metric.labels(*values)
-        return found
+        labelled: Labelled = found
+        return labelled
 
     def prime(self, policy: Policy, teams: tuple[str, ...] = ("none",)) -> None:
         """Create the series that are zero until something happens, so dashboards and
@@ -179,5 +171,5 @@ class Metrics:
             self.policy_info.labels(sha256=previous).set(0)
         self.policy_info.labels(sha256=sha256).set(1)
 
-    def set_circuit(self, model: str, provider: str, state: str) -> None:
+    def set_circuit(self, model: str, provider: str, state: CircuitState) -> None:
         self.child(self.circuit_state, model, provider).set(CIRCUIT_STATES[state])

@@ -462,6 +462,8 @@ def test_junk_model_names_and_keys_add_no_metric_series(tmp_path, upstream):
             return set(scrape(router.url, key=JUNK_TEST_KEY))
 
         client.chat.completions.create(model="standard", messages=HELLO)
+        with pytest.raises(openai.NotFoundError):  # an unknown model is counted once, as route "other"
+            client.chat.completions.create(model="junk-model", messages=HELLO)
         before = series()
         for i in range(200):
             with pytest.raises(openai.NotFoundError):

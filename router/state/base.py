@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from router.circuit import ModelHealth
+from router.types import BudgetScope, RateLimit
+
+__all__ = ["MICRO", "BudgetScope", "RateDecision", "RateLimit", "Reservation", "StateStore", "StateUnavailable"]
 
 MICRO = 1_000_000
 
@@ -32,30 +35,10 @@ class StateBusy(StateUnavailable):
 
 
 @dataclass(frozen=True, slots=True)
-class BudgetScope:
-    """One budget: ``name`` like ``key:web-app`` or ``team:web``, its window and limit."""
-
-    name: str
-    window: str  # e.g. "2026-11-25" (per day) or "2026-11" (per month)
-    limit_micros: int
-    window_ttl_s: int  # how long the window's counters are kept
-    per: str = "day"  # day | month: when the window resets
-
-
-@dataclass(frozen=True, slots=True)
 class Reservation:
     admitted: bool
     spent_micros: int
     reserved_micros: int
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """GCRA limits for one client key; a zero rate means unlimited."""
-
-    name: str
-    requests_per_minute: int
-    tokens_per_minute: int
 
 
 @dataclass(frozen=True, slots=True)
