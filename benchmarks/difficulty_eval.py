@@ -34,6 +34,8 @@ END = "<!-- difficulty-eval:end -->"
 # RouteLLM publishes "95 % of GPT-4 quality at N % lower cost"; with cost ≈ the strong-call share that is
 # ≈ (100 − N) % strong calls (a little less in truth: the weak model's calls cost something too).
 ROUTELLM = {"mmlu_held_out_subjects": "≈ 55 % (45 % lower cost)", "gsm8k_held_out_rows": "≈ 65 % (35 % lower cost)"}
+# The previous shipped model (linear heads only, commit 2c1408a), on the same folds: APGR, strong share @95 %.
+PREVIOUS = {"mmlu_held_out_subjects": (0.556, 0.567), "gsm8k_held_out_rows": (0.604, 0.676)}
 LABELS = {"mmlu_held_out_subjects": "MMLU, held-out subjects", "gsm8k_held_out_rows": "GSM8K, held-out rows"}
 
 CONVERSATIONS = 200
@@ -159,9 +161,15 @@ def markdown(report: dict[str, dict[str, float]], runtime: dict[str, Any], took_
         "vs gpt-4-1106-preview). RouteLLM's other outcome data was not fetched nor used.",
         f"- Split: MMLU by subject ({training.FOLDS} folds of whole subjects, every score is on subjects the "
         "model never saw); GSM8K is one domain, so its folds are by row (the only split possible).",
-        "- Score = expected gain P(weak wrong ∧ strong right) − P(weak right ∧ strong wrong) from two "
-        f"logistic heads on the WordLlama mean embedding + {len(training.features.MODEL_INPUT_NAMES)} counts; the shipped difficulty is this, "
-        "calibrated to P(weak wrong ∧ strong right) (monotone, same ranking).",
+        "- Score = expected gain P(weak wrong ∧ strong right) − P(weak right ∧ strong wrong), the mean of two "
+        f"estimates: two logistic heads on the WordLlama mean embedding + {len(training.features.MODEL_INPUT_NAMES)} "
+        f"counts, and two boosted tree ensembles ({training.TREE_ITERATIONS} trees of ≤ {training.TREE_LEAVES} leaves "
+        f"each) on the {training.TREE_INPUTS} counts; the shipped difficulty is this, calibrated to "
+        "P(weak wrong ∧ strong right) (monotone, same ranking). Previous: the model before the trees "
+        "(logistic heads only), same folds. Variants tried on these folds and not kept (no better on both "
+        "sets): one head on P(weak wrong ∧ strong right) (with or without class weights), other C values, a "
+        "subject prior from the nearest training-subject centroids (≈ random on unseen subjects), trees on "
+        "PCA-16 of the embedding, larger ensembles, one regression ensemble on the gain (better MMLU, worse GSM8K).",
         "- APGR: mean share of the weak→strong accuracy gap recovered as the strong-call share goes 0→100 %. "
         "Share @95 %: fewest strong calls whose accuracy is ≥ 95 % of the strong model's. Random router: "
         "mean of 200 random orderings. RouteLLM: its best routers' published figures (arXiv 2406.18665), "
@@ -171,15 +179,16 @@ def markdown(report: dict[str, dict[str, float]], runtime: dict[str, Any], took_
         "random figure in this table on our folds), so the comparison is indicative only. MT-Bench "
         "(> 85 % lower cost) is not evaluated: no MT-Bench outcomes are in the shared file.",
         "",
-        "| held-out set | prompts | weak acc | strong acc | APGR (ours) | APGR (random) | strong share @95 % (ours) "
-        "| random | RouteLLM published |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| held-out set | prompts | weak acc | strong acc | APGR (ours) | APGR (previous) | APGR (random) "
+        "| strong share @95 % (ours) | previous | random | RouteLLM published |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in report.items():
         lines.append(
             f"| {LABELS[name]} | {int(r['prompts'])} | {pct(r['weak_accuracy'])} | {pct(r['strong_accuracy'])} "
-            f"| {r['apgr']:.3f} | {r['random_apgr']:.3f} | {pct(r['strong_share_for_95pct'])} "
-            f"| {pct(r['random_share'])} | {ROUTELLM[name]} |"
+            f"| {r['apgr']:.3f} | {PREVIOUS[name][0]:.3f} | {r['random_apgr']:.3f} "
+            f"| {pct(r['strong_share_for_95pct'])} | {pct(PREVIOUS[name][1])} | {pct(r['random_share'])} "
+            f"| {ROUTELLM[name]} |"
         )
     cold, warm = runtime["cold"], runtime["warm"]
     lines += [
@@ -196,7 +205,7 @@ def markdown(report: dict[str, dict[str, float]], runtime: dict[str, Any], took_
         "",
         f"Loading the predictor and scoring once took {runtime['load_s']:.2f} s and added "
         f"{runtime['rss_delta_mib']:.1f} MiB RSS (VmRSS after minus before; the vocabulary dict and the "
-        f"2 × 32,000 float32 token table; heavy modules loaded: {', '.join(runtime['heavy_modules']) or 'none'}).",
+        f"2 × 32,000 float32 token table, 200 small trees; heavy modules loaded: {', '.join(runtime['heavy_modules']) or 'none'}).",
         END,
     ]
     return "\n".join(lines) + "\n"

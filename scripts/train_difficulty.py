@@ -5,8 +5,11 @@
 Reads ``outcomes_train.csv`` (source, domain, prompt, weak_correct, strong_correct), featurises
 every prompt with the predictor's own code (router.difficulty.features / .embedding), fits two
 L2 logistic regressions — P(weak wrong and strong right), P(weak right and strong wrong) — on
-the WordLlama mean embedding and the counts, then a one-dimensional calibration of their
-difference on out-of-fold predictions (folds by MMLU subject; GSM8K, one domain, by row).
+the WordLlama mean embedding and the counts, and the same two targets with two small
+gradient-boosted tree ensembles (scikit-learn HistGradientBoosting) on the counts alone, which
+catch what a linear model cannot (interactions, thresholds); the score is the mean of the two
+expected gains, calibrated on out-of-fold predictions (folds by MMLU subject; GSM8K, one domain,
+by row). The trees ship as plain arrays, evaluated in pure Python at run time.
 Writes weights, calibration, held-out metrics and the data's provenance; never a prompt.
 Deterministic: the same file and packages give the same bytes.
 """
@@ -27,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -40,6 +45,14 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "routing" / "outcomes_train.csv
 FOLDS = 5
 REGULARISATION_C = 0.1
 SIGNIFICANT_DIGITS = 7
+# Tree ensembles over the counts: small on purpose (200 trees of ≤ 8 leaves cost ≈ 0.1 ms in pure
+# Python); chosen on the subject-split folds, not tuned further.
+TREE_ITERATIONS = 100
+TREE_LEAVES = 8
+TREE_LEARNING_RATE = 0.05
+TREE_MIN_LEAF = 40
+TREE_L2 = 1.0
+TREE_INPUTS = len(features.FEATURE_NAMES)  # the plain counts (the no_options copies add nothing to a tree)
 
 
 @dataclass(frozen=True)
@@ -136,13 +149,63 @@ def fit_heads(data: Dataset, rows: np.ndarray, c: float = REGULARISATION_C) -> H
     return Heads(np.array(weights), np.array(bias))
 
 
+def fit_trees(data: Dataset, rows: np.ndarray) -> list[HistGradientBoostingClassifier]:
+    """Per head (weak_worse, weak_better) a boosted tree ensemble on the counts; one thread, so the same bytes."""
+    x = data.inputs[rows][:, :TREE_INPUTS]
+    models = []
+    with threadpool_limits(limits=1):
+        for y in (data.weak_worse[rows], data.weak_better[rows]):
+            model = HistGradientBoostingClassifier(
+                max_iter=TREE_ITERATIONS,
+                learning_rate=TREE_LEARNING_RATE,
+                max_leaf_nodes=TREE_LEAVES,
+                min_samples_leaf=TREE_MIN_LEAF,
+                l2_regularization=TREE_L2,
+                early_stopping=False,
+                random_state=0,
+            )
+            models.append(model.fit(x, y))
+    return models
+
+
+def trees_gain(models: list[HistGradientBoostingClassifier], data: Dataset, rows: np.ndarray) -> np.ndarray:
+    x = data.inputs[rows][:, :TREE_INPUTS]
+    with threadpool_limits(limits=1):
+        p = [model.predict_proba(x)[:, 1] for model in models]
+    return np.asarray(p[0] - p[1])
+
+
 def out_of_fold_gain(data: Dataset, fold: np.ndarray, c: float = REGULARISATION_C) -> np.ndarray:
+    """Held-out score of every row: the mean of the linear heads' and the trees' expected gains."""
     gain = np.zeros(len(fold))
     for k in sorted(set(fold.tolist())):
         held_out = np.flatnonzero(fold == k)
-        heads = fit_heads(data, np.flatnonzero(fold != k), c)
-        gain[held_out] = heads.gain(design(data, held_out))
+        trained = np.flatnonzero(fold != k)
+        heads = fit_heads(data, trained, c)
+        trees = fit_trees(data, trained)
+        gain[held_out] = (heads.gain(design(data, held_out)) + trees_gain(trees, data, held_out)) / 2
     return gain
+
+
+def export_trees(model: HistGradientBoostingClassifier) -> dict[str, Any]:
+    """One head's ensemble as arrays: per tree, parallel lists over its nodes (leaf: feature −1, value)."""
+    trees = []
+    for (predictor,) in model._predictors:
+        nodes = predictor.nodes
+        leaf = nodes["is_leaf"].astype(bool)
+        trees.append(
+            {
+                "feature": [-1 if is_leaf else int(f) for f, is_leaf in zip(nodes["feature_idx"], leaf, strict=True)],
+                # thresholds exactly (repr round-trips a float64): a rounded one could send a value the other way
+                "threshold": [
+                    0.0 if is_leaf else float(t) for t, is_leaf in zip(nodes["num_threshold"], leaf, strict=True)
+                ],
+                "left": [int(v) for v in nodes["left"]],
+                "right": [int(v) for v in nodes["right"]],
+                "value": [rounded([v])[0] if is_leaf else 0.0 for v, is_leaf in zip(nodes["value"], leaf, strict=True)],
+            }
+        )
+    return {"baseline": rounded(model._baseline_prediction)[0], "trees": trees}
 
 
 def routing_curve(score: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> np.ndarray:
@@ -212,6 +275,7 @@ def train(data_path: Path) -> dict[str, Any]:
     oof = out_of_fold_gain(data, fold)
     slope, intercept = calibrate(oof, data.weak_worse)
     heads = fit_heads(data, np.arange(len(rows)))
+    trees = fit_trees(data, np.arange(len(rows)))
     dim = data.embeddings.shape[1]
     wordllama = embedding.wordllama_dir()
     token_heads, token_prior = fold_token_table(np.array([rounded(w[:dim]) for w in heads.weights]))
@@ -227,9 +291,24 @@ def train(data_path: Path) -> dict[str, Any]:
         },
         "input_weights": [rounded(w[dim:]) for w in heads.weights],
         "bias": rounded(heads.bias),
+        "trees": {
+            "inputs": list(features.FEATURE_NAMES),
+            "rule": "per tree from node 0: go left when inputs[feature] <= threshold, else right, until feature == -1;"
+            " head probability = sigmoid(baseline + sum of leaf values)",
+            "heads": [export_trees(model) for model in trees],
+        },
         "calibration": {"slope": rounded([slope])[0], "intercept": rounded([intercept])[0]},
         "training": {
-            "model": "two L2 logistic regressions (scikit-learn lbfgs) on standardised features, folded into raw weights",
+            "model": "two L2 logistic regressions (scikit-learn lbfgs) on standardised features, folded into raw weights;"
+            " two gradient-boosted tree ensembles (HistGradientBoostingClassifier) on the counts; score = mean of the"
+            " two expected gains",
+            "trees": {
+                "iterations": TREE_ITERATIONS,
+                "max_leaves": TREE_LEAVES,
+                "learning_rate": TREE_LEARNING_RATE,
+                "min_samples_leaf": TREE_MIN_LEAF,
+                "l2_regularization": TREE_L2,
+            },
             "regularisation_C": REGULARISATION_C,
             "folds": FOLDS,
             "embedding": {
