@@ -46,7 +46,8 @@ check: $(VENV)/.runtime
 bench: $(VENV)/.dev
 	$(BIN)/python -m benchmarks.run
 
-DIFFICULTY_DATA ?= ../shared/data/routing/outcomes_train.csv
+# the shared outcomes file: beside the checkout, or at the workspace's absolute path
+DIFFICULTY_DATA ?= $(firstword $(wildcard ../shared/data/routing/outcomes_train.csv /work/shared/data/routing/outcomes_train.csv) ../shared/data/routing/outcomes_train.csv)
 
 # Re-train the difficulty predictor: writes router/difficulty/model.json (same data → same bytes).
 train-difficulty: $(VENV)/.dev
