@@ -13,10 +13,12 @@ import httpx
 import openai
 import pytest
 from pydantic import BaseModel
+from redis import Redis
 
 from tests.fakes import FakeOpenAIUpstream, Reply, StreamThenReset
 from tests.harness import RunningRouter, metric_sum, scrape, two_model_policy, write_policy
 from tests.policies import key
+from tests.processes import RedisServer
 
 WEB_KEY = "sk-tr-web-0123456789abcdef"
 WEB_TWO_KEY = "sk-tr-web2-0123456789abcdef"
@@ -261,3 +263,21 @@ def test_explain_accepts_a_responses_body(router, upstream):
     decision = answer.json()
     assert decision["route"] == "standard" and decision["candidates"][0]["model"] == "cheap-model"
     assert upstream.requests == []
+
+
+def test_a_response_stored_in_redis_is_continued_retrieved_and_deleted_on_another_replica(tmp_path, upstream):
+    keys = [key(WEB_KEY, "web-app", "web")]
+    policy = write_policy(tmp_path, two_model_policy(upstream.base_url, keys=keys))
+    with (
+        RedisServer() as redis,
+        RunningRouter(policy, redis_url=redis.url, responses_ttl_s=60) as one,
+        RunningRouter(policy, redis_url=redis.url) as two,
+    ):
+        created = sdk(one).responses.create(model="standard", input="My name is Ada.")
+        assert 0 < Redis(port=redis.port, socket_timeout=2).ttl(f"tr:resp:{created.id}") <= 60
+        sdk(two).responses.create(model="standard", input="Name?", previous_response_id=created.id)
+        assert [m["role"] for m in upstream.last_request.json["messages"]] == ["user", "assistant", "user"]
+        assert sdk(two).responses.retrieve(created.id).output_text == "Hello from gpt-4o-mini."
+        sdk(two).responses.delete(created.id)
+        with pytest.raises(openai.NotFoundError):
+            sdk(one).responses.retrieve(created.id)
