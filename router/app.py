@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from router.api.health import routes as health_routes
 from router.api.openai import routes as api_routes
+from router.api.responses import routes as responses_routes
 from router.auth import AuthMiddleware
 from router.circuit import CircuitSettings
 from router.errors import RouterError, error_body
@@ -50,7 +51,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
         settings=settings,
         metrics=metrics,
         store=store,
-        gateway=Gateway(store, metrics),
+        gateway=Gateway(store, metrics, responses_ttl_s=settings.responses_ttl_s),
         live=live,
         reloader=PolicyReloader(settings, metrics, live),
     )
@@ -82,7 +83,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
     # Plain Starlette (FastAPI's base): the hot path needs no dependency injection or
     # OpenAPI, and FastAPI's extra ASGI layers measured ~20 µs per request here.
     app = Starlette(
-        routes=[*health_routes, *api_routes],
+        routes=[*health_routes, *api_routes, *responses_routes],
         lifespan=lifespan,
         exception_handlers={RouterError: _router_error, HTTPException: _http_error},
         middleware=[

@@ -2,9 +2,9 @@
 
 ``Gateway`` is built once per process with the services that outlive policy reloads (the
 state store, metrics, the accountant and its measured throughput, the dispatcher and its
-retry budget, the log throttles). Each operation (``chat``, ``embeddings``, ``explain``)
-gets the request's pinned ``PolicySnapshot`` and returns a ``CompletedReply`` (a JSON body
-and headers) or a ``StreamingReply`` (a ``Streaming`` whose end finishes the request).
+retry budget, the log throttles). Each operation (``chat``, ``embeddings``, ``responses``,
+``explain``) gets the request's pinned ``PolicySnapshot`` and returns a ``CompletedReply`` (a
+JSON body and headers) or a ``StreamingReply`` (a ``Streaming`` whose end finishes the request).
 
 A routed request is owned here alone: its ``RequestRecord`` is opened before the decision
 (so a request refused by it still gets an outcome, a metric and an access-log line),
@@ -22,7 +22,8 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -52,6 +53,7 @@ from router.policy.engine import Decision, decide
 from router.policy.features import RequestFeatures, features_for
 from router.policy.model import ClientKey, Policy
 from router.providers.base import Completion, Usage
+from router.responses import to_chat_request, to_responses_object
 from router.snapshot import PolicySnapshot
 from router.state.base import RateDecision, RateLimit, StateStore, StateUnavailable
 from router.types import MODEL_KIND, Operation, Outcome
@@ -81,12 +83,36 @@ class StreamingReply:
 
 
 Reply = CompletedReply | StreamingReply
+DEFAULT_RESPONSES_TTL_S = 7 * 24 * 3600
+
+
+@dataclass(slots=True)
+class ResponseContext:
+    """A Responses API request's own business beside its chat reply: the response's id and
+    time, the body as sent (echoed in the ``response`` object) and, unless ``store`` is false,
+    the conversation's input items to keep with the answer (``Gateway.keep_response``)."""
+
+    response_id: str
+    created_at: int
+    body: Mapping[str, Any]
+    team: str
+    input_items: list[Any] | None
+
+
+@dataclass(slots=True)
+class ResponsesStreamingReply:
+    """A streamed Responses answer: the chat stream to translate, and what to store at its end."""
+
+    stream: Streaming
+    headers: dict[str, str]
+    context: ResponseContext
 
 
 class Gateway:
-    def __init__(self, store: StateStore, metrics: Metrics) -> None:
+    def __init__(self, store: StateStore, metrics: Metrics, *, responses_ttl_s: int = DEFAULT_RESPONSES_TTL_S) -> None:
         self.store = store
         self.metrics = metrics
+        self.responses_ttl_s = responses_ttl_s
         self.accountant = Accountant(metrics)
         self.dispatcher = Dispatcher(store, self.accountant, metrics)
         self.failure_log = LogThrottle(log)
@@ -129,6 +155,103 @@ class Gateway:
             await self._reserve(policy, decision, features, record, key)
             answered = await self._complete(request, snapshot, decision, body, record, "embeddings")
         return self._reply(answered, decision, record, headers)
+
+    async def responses(
+        self, request: Request, snapshot: PolicySnapshot, body: dict[str, Any], key: ClientKey | None
+    ) -> CompletedReply | ResponsesStreamingReply:
+        """OpenAI's Responses API over the chat path: the body (with the stored conversation of
+        ``previous_response_id``) becomes a chat body, decided, admitted and dispatched as chat
+        (no response cache), and the answer becomes a ``response`` object, kept unless
+        ``store`` is false. A stream is translated by the caller, who hands the finished
+        ``response`` to ``keep_response``."""
+        policy = snapshot.policy
+        record = self._open_record(request, policy, body, "responses", bool(body.get("stream")), key)
+        async with self._owning(policy, record):
+            previous = await self.previous_items(body, key)
+            chat_body = to_chat_request(body, previous_items=previous)
+            decision, features = await self._decide(policy, record, chat_body, request.headers, "responses", key)
+            headers = await self._rate_limit(decision, record, key, features.n)
+            await self._reserve(policy, decision, features, record, key)
+            context = ResponseContext(
+                f"resp_{uuid.uuid4().hex}",
+                int(time.time()),
+                body,
+                record.team,
+                None if body.get("store") is False else _conversation(previous, body.get("input")),
+            )
+            if record.stream:
+                answered: Completed | Streaming = await self._open_stream(
+                    request, snapshot, decision, chat_body, record
+                )
+            else:
+                answered = await self._complete(request, snapshot, decision, chat_body, record, "chat")
+        reply = self._reply(answered, decision, record, headers)
+        if isinstance(reply, StreamingReply):
+            return ResponsesStreamingReply(reply.stream, reply.headers, context)
+        response = to_responses_object(
+            reply.body,
+            request=body,
+            response_id=context.response_id,
+            created_at=context.created_at,
+            completed_at=int(time.time()),
+        )
+        await self.keep_response(context, response)
+        return CompletedReply(response, reply.headers)
+
+    async def previous_items(self, body: Mapping[str, Any], key: ClientKey | None) -> list[Any]:
+        """The stored conversation ``previous_response_id`` continues (its input and output
+        items, oldest first), or none. Another team's response is as absent as a missing one."""
+        previous_id = body.get("previous_response_id")
+        if previous_id is None:
+            return []
+        if not isinstance(previous_id, str):
+            raise InvalidRequest("'previous_response_id' must be a string.", param="previous_response_id")
+        stored = await self.stored_response(previous_id, key)
+        if stored is None:
+            raise InvalidRequest(
+                f"Previous response with id '{previous_id}' not found.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+                status=404,
+            )
+        return [*stored["input_items"], *stored["response"]["output"]]
+
+    async def stored_response(self, response_id: str, key: ClientKey | None) -> dict[str, Any] | None:
+        """The stored document (``response``, ``input_items``, ``team``) if ``key``'s team made it."""
+        try:
+            raw = await self.store.response_get(response_id)
+        except StateUnavailable:
+            raise StateStoreDown(
+                "Stored responses cannot be read right now (shared state unreachable); retry shortly.",
+                headers={"retry-after": "1"},
+            ) from None
+        if raw is None:
+            return None
+        stored: dict[str, Any] = orjson.loads(raw)
+        return stored if stored.get("team") == (key.team if key else "none") else None
+
+    async def delete_response(self, response_id: str, key: ClientKey | None) -> bool:
+        if await self.stored_response(response_id, key) is None:
+            return False
+        try:
+            return await self.store.response_delete(response_id)
+        except StateUnavailable:
+            raise StateStoreDown(
+                "Stored responses cannot be deleted right now (shared state unreachable); retry shortly.",
+                headers={"retry-after": "1"},
+            ) from None
+
+    async def keep_response(self, context: ResponseContext, response: Mapping[str, Any]) -> None:
+        """Store a finished response (completed or incomplete, never failed) unless ``store`` is false."""
+        if context.input_items is None or response.get("status") not in ("completed", "incomplete"):
+            return
+        document = {"team": context.team, "input_items": context.input_items, "response": response}
+        try:
+            await self.store.response_put(context.response_id, orjson.dumps(document), self.responses_ttl_s)
+        except StateUnavailable:  # the answer is given; it just cannot be continued
+            self.failure_log.warning(
+                "a response could not be stored", key=("response_put",), extra={"response_id": context.response_id}
+            )
 
     async def explain(
         self,
@@ -525,6 +648,25 @@ def _unavailable_reason(health: ModelHealth, now: float) -> str:
     if health.cooldown_until > now:
         return f"rate limited upstream; cooling down for {health.cooldown_until - now:.0f}s more"
     return "half-open: a probe request is in flight"
+
+
+def _conversation(previous: Sequence[Any], given: Any) -> list[Any]:
+    """The items a stored response keeps as its input: the conversation it continued, then
+    this request's input (a string as a user message; items already in the conversation,
+    which clients often resend, once)."""
+    if isinstance(given, str):
+        return [*previous, {"type": "message", "role": "user", "content": [{"type": "input_text", "text": given}]}]
+    seen = {identity for item in previous for identity in _identities(item)}
+    return [*previous, *(item for item in given or () if seen.isdisjoint(_identities(item)))]
+
+
+def _identities(item: Any) -> list[tuple[str, str]]:
+    if not isinstance(item, Mapping):
+        return []
+    found = [("id", item["id"])] if isinstance(item.get("id"), str) else []
+    if item.get("type") in ("function_call", "function_call_output") and isinstance(item.get("call_id"), str):
+        found.append((item["type"], item["call_id"]))
+    return found
 
 
 def _completion_text(body: dict[str, Any]) -> str:

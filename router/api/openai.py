@@ -21,12 +21,14 @@ from router.api.requests import (
     read_json_object,
     wants_usage,
 )
+from router.api.responses import explained_chat_body, is_responses_body
 from router.api.streaming import SSEResponse
 from router.explain import decision_json
 from router.gateway import CompletedReply, Reply
 from router.policy.model import ClientKey
 from router.runtime import Runtime, runtime_of
 from router.snapshot import PolicySnapshot
+from router.types import Operation
 
 
 def _pinned(request: Request) -> tuple[Runtime, PolicySnapshot, ClientKey | None]:
@@ -52,7 +54,11 @@ async def embeddings(request: Request) -> Response:
 async def explain(request: Request) -> Response:
     runtime, snapshot, key = _pinned(request)
     body = await read_json_object(request, runtime.settings.max_body_bytes)
-    operation = check_explain_body(body, snapshot.policy.defaults.max_n)
+    operation: Operation
+    if is_responses_body(body, snapshot.policy):  # routed as the chat body it becomes
+        body, operation = await explained_chat_body(runtime.gateway, body, key), "responses"
+    else:
+        operation = check_explain_body(body, snapshot.policy.defaults.max_n)
     decision = await runtime.gateway.explain(snapshot, body, request.headers, operation, key)
     return Response(orjson.dumps(decision_json(decision)), media_type="application/json")
 

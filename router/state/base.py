@@ -4,7 +4,8 @@
 - budgets: reserve an estimate atomically before calling upstream, settle with the actual
   cost after (idempotently), release on failure; abandoned reservations expire;
 - rate limits: GCRA over requests and tokens per minute, both checked atomically;
-- an exact-match response cache.
+- an exact-match response cache;
+- stored Responses API responses (``store``, ``previous_response_id``), kept for a TTL.
 
 Money is integer micro-dollars. Every implementation gives the same answers; the Redis one
 makes them hold across replicas. Implementations raise ``StateUnavailable`` when their
@@ -77,6 +78,12 @@ class StateStore(Protocol):
     # response cache
     async def cache_get(self, key: str) -> bytes | None: ...
     async def cache_put(self, key: str, value: bytes, ttl_s: int) -> None: ...
+
+    # stored responses (Responses API), an opaque document per response id
+    async def response_get(self, response_id: str) -> bytes | None: ...
+    async def response_put(self, response_id: str, value: bytes, ttl_s: int) -> None: ...
+    async def response_delete(self, response_id: str) -> bool:
+        """True if it was there."""
 
     async def ping(self) -> bool: ...
     async def aclose(self) -> None: ...
