@@ -21,7 +21,9 @@ from router.snapshot import LivePolicy
 log = logging.getLogger("router.http")
 access_log = logging.getLogger("router.access")
 QUIET_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
-LOGGED_PATHS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/router/explain"})
+LOGGED_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/responses", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/router/explain"}
+)
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
