@@ -75,7 +75,7 @@ def explain(
     from router.errors import RouterError
     from router.explain import decision_json
     from router.policy.engine import decide
-    from router.policy.features import features_for
+    from router.policy.features import features_for, with_difficulty
     from router.types import MODEL_KIND
 
     policy_path = policy or Path(os.environ.get("ROUTER_POLICY", "policies/default.yaml"))
@@ -99,6 +99,8 @@ def explain(
         operation = check_explain_body(body, loaded.defaults.max_n)
         kind = MODEL_KIND[operation]
         features = features_for(kind, body, headers)
+        if kind == "chat":
+            features = with_difficulty(loaded, body.get("model"), body, features)
         decision = decide(loaded, body.get("model"), features, kind=kind, tier_override=headers.get("x-router-tier"))
     except RouterError as exc:
         _fail([exc.message])

@@ -1,0 +1,244 @@
+"""Difficulty-aware routing: the ``escalate`` policy field, the pure step choice, and what a
+request on an escalating route shows (explain, headers, access log, metrics, calibrate).
+
+The predictor itself (scores, bounds, no network connection while loading or scoring — with
+sockets blocked in the process —, lazy imports) is tested in ``test_difficulty_predictor.py``:
+``test_loading_and_scoring_open_no_network_connection`` and
+``test_importing_router_and_its_app_loads_no_numpy_tokenizers_or_wordllama``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from router.policy.engine import decide, escalation_reason, escalation_step
+from router.policy.features import RequestFeatures
+from router.policy.loader import PolicyError, parse_policy
+
+GOOD = """\
+version: 1
+tiers: [frontier, standard, small]
+providers:
+  sim:
+    type: simulated
+models:
+  big:
+    provider: sim
+    tier: frontier
+    price: {input: 5, output: 15}
+    context_window: 128000
+  mid:
+    provider: sim
+    tier: standard
+    price: {input: 0.5, output: 1.5}
+    context_window: 128000
+  tiny:
+    provider: sim
+    tier: small
+    price: {input: 0.05, output: 0.1}
+    context_window: 128000
+  embed:
+    provider: sim
+    tier: small
+    kind: embedding
+    price: {input: 0.02, output: 0}
+    context_window: 8191
+routes:
+  auto:
+    tier: small
+    fallback_tier: standard
+    escalate:
+      - {above: 0.35, tier: standard}
+      - {above: 0.70, tier: frontier}
+  vectors:
+    tier: small
+    models: [embed]
+  picked:
+    tier: small
+    models: [tiny, mid]
+defaults:
+  route: auto
+"""
+
+
+def load(text: str):
+    return parse_policy(text.encode(), "p.yaml", {})
+
+
+def errors(old: str, new: str) -> list[str]:
+    assert GOOD.count(old) == 1, f"mutation target must be unique: {old!r}"
+    with pytest.raises(PolicyError) as info:
+        load(GOOD.replace(old, new))
+    return info.value.errors
+
+
+# validation: one test per rule --------------------------------------------------------------
+def test_the_known_good_escalating_policy_loads_its_steps_in_order():
+    policy = load(GOOD)
+    steps = policy.routes["auto"].escalate
+    assert [(s.above, s.tier) for s in steps] == [(0.35, "standard"), (0.70, "frontier")]
+    assert policy.escalates
+    assert not load(
+        GOOD.replace(
+            "    escalate:\n      - {above: 0.35, tier: standard}\n      - {above: 0.70, tier: frontier}\n", ""
+        )
+    ).escalates
+
+
+def test_escalate_step_with_an_unknown_key_is_refused():
+    assert errors("{above: 0.35, tier: standard}", "{above: 0.35, tier: standard, below: 0.5}") == [
+        "p.yaml:33 routes.auto.escalate[0].below: unknown key",
+    ]
+
+
+def test_escalate_must_not_be_an_empty_list():
+    (message,) = errors(
+        "    escalate:\n      - {above: 0.35, tier: standard}\n      - {above: 0.70, tier: frontier}\n",
+        "    escalate: []\n",
+    )
+    assert message.startswith("p.yaml:32 routes.auto.escalate: List should have at least 1 item")
+
+
+def test_escalate_above_of_zero_is_refused():
+    assert errors("{above: 0.35, tier: standard}", "{above: 0, tier: standard}") == [
+        "p.yaml:33 routes.auto.escalate[0].above: Input should be greater than 0",
+    ]
+
+
+def test_escalate_above_of_one_is_refused():
+    assert errors("{above: 0.70, tier: frontier}", "{above: 1, tier: frontier}") == [
+        "p.yaml:34 routes.auto.escalate[1].above: Input should be less than 1",
+    ]
+
+
+def test_escalate_above_that_is_not_a_number_is_refused():
+    (message,) = errors("{above: 0.35, tier: standard}", "{above: high, tier: standard}")
+    assert message.startswith("p.yaml:33 routes.auto.escalate[0].above: Input should be a valid number")
+
+
+def test_escalate_steps_must_ascend_by_above():
+    assert errors("{above: 0.70, tier: frontier}", "{above: 0.30, tier: frontier}") == [
+        "p.yaml:34 routes.auto.escalate[1].above: must be greater than the previous step's above (0.35): steps ascend",
+    ]
+
+
+def test_escalate_steps_with_equal_above_are_refused():
+    assert errors("{above: 0.70, tier: frontier}", "{above: 0.35, tier: frontier}") == [
+        "p.yaml:34 routes.auto.escalate[1].above: must be greater than the previous step's above (0.35): steps ascend",
+    ]
+
+
+def test_escalate_step_with_an_unknown_tier_is_refused():
+    assert errors("{above: 0.70, tier: frontier}", "{above: 0.70, tier: frontiers}") == [
+        "p.yaml:34 routes.auto.escalate[1].tier: unknown tier 'frontiers' (tiers: frontier, standard, small)",
+    ]
+
+
+def test_escalate_step_must_be_above_the_routes_own_tier():
+    assert errors("{above: 0.35, tier: standard}", "{above: 0.35, tier: small}") == [
+        "p.yaml:33 routes.auto.escalate[0].tier: 'small' is not above the route's tier 'small'; a step raises the tier",
+    ]
+
+
+def test_escalate_step_must_be_above_the_previous_steps_tier():
+    assert errors("{above: 0.70, tier: frontier}", "{above: 0.70, tier: standard}") == [
+        "p.yaml:34 routes.auto.escalate[1].tier: 'standard' is not above the previous step's tier 'standard'; "
+        "each step raises the tier further",
+    ]
+
+
+def test_escalate_on_an_embedding_route_is_refused():
+    assert errors("    models: [embed]\n", "    models: [embed]\n    escalate: [{above: 0.5, tier: standard}]\n") == [
+        "p.yaml:38 routes.vectors.escalate: an embedding route cannot escalate: difficulty is predicted for chat conversations",
+    ]
+
+
+def test_escalate_to_a_tier_none_of_the_routes_models_has_is_refused():
+    assert errors(
+        "    models: [tiny, mid]\n", "    models: [tiny, mid]\n    escalate: [{above: 0.5, tier: frontier}]\n"
+    ) == [
+        "p.yaml:41 routes.picked.escalate[0].tier: none of the route's models is a chat model of tier 'frontier'",
+    ]
+
+
+def test_fallback_tier_below_the_highest_step_is_allowed_and_bounds_only_the_floor():
+    """``fallback_tier`` keeps its meaning: the highest tier a fallback may reach; a request a
+    step escalated may fall back up to the higher of that and the step's tier."""
+    policy = load(GOOD)
+    low = decide(policy, "auto", RequestFeatures(10, difficulty=0.1))
+    high = decide(policy, "auto", RequestFeatures(10, difficulty=0.9))
+    assert [c.model.name for c in low.candidates] == ["tiny", "mid"]
+    assert [c.model.name for c in high.candidates] == ["big"]
+
+
+# the step choice, pure ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("difficulty", "tier"),
+    [
+        (0.0, None),
+        (0.2, None),
+        (0.35, None),  # the difficulty must exceed `above`
+        (0.3501, "standard"),
+        (0.5, "standard"),
+        (0.70, "standard"),
+        (0.7001, "frontier"),
+        (1.0, "frontier"),
+    ],
+)
+def test_escalation_step_is_the_highest_step_whose_above_the_difficulty_exceeds(difficulty, tier):
+    step = escalation_step(load(GOOD).routes["auto"], difficulty)
+    assert (step.tier if step else None) == tier
+
+
+@pytest.mark.parametrize(
+    ("difficulty", "line"),
+    [
+        (0.74, "difficulty 0.74 > 0.70 → frontier"),
+        (0.5, "difficulty 0.50 > 0.35 → standard"),
+        (0.1, "difficulty 0.10 ≤ 0.35 → small (the route's tier)"),
+        (0.7004, "difficulty 0.7004 > 0.70 → frontier"),  # never "0.70 > 0.70"
+    ],
+)
+def test_escalation_reason_line_names_difficulty_threshold_and_tier(difficulty, line):
+    route = load(GOOD).routes["auto"]
+    assert escalation_reason(route, difficulty, escalation_step(route, difficulty)) == line
+
+
+@pytest.mark.parametrize(
+    ("difficulty", "headers", "tier", "escalation_tier"),
+    [
+        (0.1, {}, "small", "small"),
+        (0.5, {}, "standard", "standard"),
+        (0.9, {}, "frontier", "frontier"),
+        (0.1, {"x-team": "research"}, "frontier", "small"),  # the rule applies after the step
+        (0.5, {"x-team": "thrifty"}, "standard", "standard"),  # a rule never lowers the tier
+    ],
+)
+def test_decision_applies_the_step_before_the_rules(difficulty, headers, tier, escalation_tier):
+    rules = "defaults:\n"
+    text = GOOD.replace(
+        rules,
+        "rules:\n"
+        "  - name: research\n    when: {header: {x-team: research}}\n    set: {tier: frontier}\n"
+        "  - name: thrifty\n    when: {header: {x-team: thrifty}}\n    set: {tier: small}\n" + rules,
+    )
+    decision = decide(load(text), "auto", RequestFeatures(10, headers=headers, difficulty=difficulty))
+    assert (decision.tier, decision.escalation_tier, decision.difficulty) == (tier, escalation_tier, difficulty)
+    assert any(r.startswith(f"difficulty {difficulty:.2f}") for r in decision.reasons)
+
+
+def test_decision_on_a_route_that_does_not_escalate_has_no_difficulty():
+    decision = decide(load(GOOD), "picked", RequestFeatures(10, difficulty=0.9))
+    assert (decision.tier, decision.difficulty, decision.escalation_tier) == ("small", None, None)
+
+
+def test_embedding_request_on_an_escalating_route_stays_on_its_tier():
+    policy = load(GOOD)
+    decision = decide(policy, "auto", RequestFeatures(10, difficulty=0.9), kind="embedding")
+    assert (decision.tier, decision.difficulty) == ("small", None)
+
+
+def test_tier_header_override_replaces_the_escalated_tier():
+    decision = decide(load(GOOD), "auto", RequestFeatures(10, difficulty=0.9), tier_override="standard")
+    assert decision.tier == "standard"
+    assert decision.escalation_tier == "frontier"
