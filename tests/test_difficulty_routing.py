@@ -9,8 +9,15 @@ sockets blocked in the process —, lazy imports) is tested in ``test_difficulty
 
 from __future__ import annotations
 
-import pytest
+import json
+import subprocess
+import sys
+from collections import Counter
 
+import pytest
+import yaml
+
+from router.difficulty import load_predictor
 from router.policy.engine import decide, escalation_reason, escalation_step
 from router.policy.features import RequestFeatures
 from router.policy.loader import PolicyError, parse_policy
@@ -242,3 +249,92 @@ def test_tier_header_override_replaces_the_escalated_tier():
     decision = decide(load(GOOD), "auto", RequestFeatures(10, difficulty=0.9), tier_override="standard")
     assert decision.tier == "standard"
     assert decision.escalation_tier == "frontier"
+
+
+# router calibrate ----------------------------------------------------------------------------
+def sample_bodies(count: int) -> list[dict]:
+    """Distinct chat bodies from everyday requests to competition problems."""
+    easy = [
+        "Say hello to {}.",
+        "What is the capital of {}?",
+        "Write a short thank-you note to {}.",
+        "Translate 'good morning, {}' to French.",
+    ]
+    hard = [
+        "Let f be a polynomial of degree {} with integer coefficients such that f(k) = k^2 + 1 for k = 1..5. Find the remainder of f(10) modulo 7, and prove it is unique.",
+        "A bag holds {} red and 7 blue marbles. Three are drawn without replacement; given at least two are red, what is the probability all three are red? Express as a reduced fraction.",
+        "Prove that for every integer n > {}, the sum of the reciprocals of the primes up to n exceeds log log n - 1.",
+        "In triangle ABC, AB = {}, BC = 14 and CA = 15. The incircle touches BC at D. Compute the length of AD exactly.",
+    ]
+    names = ["Alice", "Bob", "Paris", "Kenya", "Maria", "Chen", "Lagos", "Oslo", "Priya", "Tom"]
+    bodies = []
+    for i in range(count):
+        templates = hard if i % 3 == 0 else easy
+        filler = names[i % len(names)] if templates is easy else str(i + 3)
+        text = templates[(i // 3) % len(templates)].format(filler) + f" (case {i})"
+        bodies.append({"model": "auto", "messages": [{"role": "user", "content": text}]})
+    return bodies
+
+
+def calibrate(policy_path, sample_path, share: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "router", "calibrate", "--policy", str(policy_path), "--route", "auto",
+         "--requests", str(sample_path), "--share", share],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_calibrate_thresholds_reproduce_the_asked_shares_on_the_sample(tmp_path):
+    policy_path = tmp_path / "p.yaml"
+    policy_path.write_text(GOOD)
+    bodies = sample_bodies(300)
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text("\n".join(json.dumps(b) for b in bodies) + "\n")
+    done = calibrate(policy_path, sample, "frontier=0.25,standard=0.5")
+    assert done.returncode == 0, done.stderr
+    block = done.stdout[done.stdout.index("escalate:") :]
+    steps = yaml.safe_load(block)["escalate"]
+    assert [s["tier"] for s in steps] == ["standard", "frontier"]
+    # the printed block is a valid policy field as is
+    escalating = load(GOOD.replace("      - {above: 0.35, tier: standard}\n      - {above: 0.70, tier: frontier}\n",
+                                   "".join(f"      - {{above: {s['above']}, tier: {s['tier']}}}\n" for s in steps)))  # fmt: skip
+    route = escalating.routes["auto"]
+    predictor = load_predictor()
+    chosen = Counter()
+    for body in bodies:
+        step = escalation_step(route, predictor.score(body["messages"]))
+        chosen[step.tier if step else "small"] += 1
+    assert chosen["frontier"] / len(bodies) == pytest.approx(0.25, abs=0.02)
+    assert chosen["standard"] / len(bodies) == pytest.approx(0.50, abs=0.02)
+    assert chosen["small"] / len(bodies) == pytest.approx(0.25, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("share", "message"),
+    [
+        ("frontier=0.7,standard=0.5", "--share: the shares add up to 1.2, more than the whole sample"),
+        ("small=0.2", "--share: 'small' is not above the route's tier 'small'"),
+        ("frontiers=0.2", "--share: unknown tier 'frontiers' (tiers: frontier, standard, small)"),
+        ("frontier=0", "--share: 'frontier=0': the share must be above 0 and at most 1"),
+        ("frontier", "--share: 'frontier' is not tier=share (e.g. frontier=0.25)"),
+    ],
+)
+def test_calibrate_refuses_shares_it_cannot_honour(tmp_path, share, message):
+    policy_path = tmp_path / "p.yaml"
+    policy_path.write_text(GOOD)
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text(json.dumps(sample_bodies(1)[0]) + "\n")
+    done = calibrate(policy_path, sample, share)
+    assert (done.returncode, done.stderr.strip()) == (1, message)
+
+
+def test_calibrate_names_the_sample_line_that_is_not_a_chat_body(tmp_path):
+    policy_path = tmp_path / "p.yaml"
+    policy_path.write_text(GOOD)
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text(json.dumps(sample_bodies(1)[0]) + '\n{"input": "x"}\n')
+    done = calibrate(policy_path, sample, "frontier=0.2")
+    assert (done.returncode, done.stderr.strip()) == (
+        1,
+        f"{sample}:2: a chat request body with a non-empty 'messages' list is expected",
+    )
