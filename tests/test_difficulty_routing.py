@@ -10,10 +10,14 @@ sockets blocked in the process —, lazy imports) is tested in ``test_difficulty
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
+import httpx
+import openai
 import pytest
 import yaml
 
@@ -21,6 +25,8 @@ from router.difficulty import load_predictor
 from router.policy.engine import decide, escalation_reason, escalation_step
 from router.policy.features import RequestFeatures
 from router.policy.loader import PolicyError, parse_policy
+from tests.harness import RunningRouter, metric_sum, scrape, write_policy
+from tests.policies import model, policy, provider
 
 GOOD = """\
 version: 1
@@ -338,3 +344,130 @@ def test_calibrate_names_the_sample_line_that_is_not_a_chat_body(tmp_path):
         1,
         f"{sample}:2: a chat request body with a non-empty 'messages' list is expected",
     )
+
+
+# end to end: a real router on a real socket, the fake OpenAI upstream behind it ---------------
+EASY = [{"role": "user", "content": "say hello"}]
+HARD = [
+    {
+        "role": "user",
+        "content": "Let a, b, c be positive reals with a + b + c = 3. Prove that "
+        "a/(b^2 + 1) + b/(c^2 + 1) + c/(a^2 + 1) >= 3/2, and determine when equality holds. "
+        "Then find the number of ordered triples of integers (x, y, z) with x^2 + y^2 + z^2 = 2xyz.",
+    }
+]
+
+
+@pytest.fixture(scope="module")
+def scores() -> tuple[float, float]:
+    predictor = load_predictor()
+    return predictor.score(EASY), predictor.score(HARD)
+
+
+@pytest.fixture()
+def escalating_router(upstream, tmp_path, scores):
+    """``auto``: small, escalating to frontier between the easy and the hard prompt's scores
+    (computed now, so the test holds whatever the shipped model scores)."""
+    easy, hard = scores
+    text = policy(
+        providers={"up": provider(upstream.base_url)},
+        models={
+            "tiny": model("up", "tiny-up", "small", price=(0.1, 0.2)),
+            "mid": model("up", "mid-up", "standard", price=(1, 2)),
+            "big": model("up", "big-up", "frontier", price=(5, 15)),
+        },
+        routes={"auto": {"tier": "small", "escalate": [{"above": round((easy + hard) / 2, 6), "tier": "frontier"}]}},
+        route="auto",
+    )
+    with RunningRouter(write_policy(tmp_path, text)) as running:
+        yield running
+
+
+def test_a_competition_math_problem_scores_above_say_hello(scores):
+    easy, hard = scores
+    assert hard > easy
+
+
+def test_explain_returns_the_difficulty_and_the_step_reason(escalating_router, scores):
+    easy, hard = scores
+    for messages, score, tier in ((EASY, easy, "small"), (HARD, hard, "frontier")):
+        answer = httpx.post(
+            f"{escalating_router.base_url}/router/explain", json={"model": "auto", "messages": messages}, timeout=10
+        ).json()
+        assert answer["difficulty"] == pytest.approx(score, abs=1e-4)
+        assert answer["tier"] == tier
+        assert any(r.startswith("difficulty ") and r.endswith(tier if tier == "frontier" else "(the route's tier)") for r in answer["reasons"]), answer["reasons"]  # fmt: skip
+
+
+def test_routed_answers_carry_x_router_difficulty_and_go_to_the_tier_the_step_names(
+    escalating_router, upstream, scores, caplog
+):
+    caplog.set_level(logging.INFO, logger="router.access")
+    client = openai.OpenAI(base_url=escalating_router.base_url, api_key="sk-client", max_retries=0)
+    for messages, score, tier, chosen in ((EASY, scores[0], "small", "tiny"), (HARD, scores[1], "frontier", "big")):
+        raw = client.chat.completions.with_raw_response.create(model="auto", messages=messages)
+        assert raw.headers["x-router-difficulty"] == f"{score:.3f}"
+        assert (raw.headers["x-router-tier"], raw.headers["x-router-model"]) == (tier, chosen)
+    stream = client.chat.completions.with_raw_response.create(model="auto", messages=HARD, stream=True)
+    assert (stream.headers["x-router-difficulty"], stream.headers["x-router-tier"]) == (f"{scores[1]:.3f}", "frontier")
+    list(stream.parse())
+    logged = [r.difficulty for r in caplog.records if r.name == "router.access" and r.path == "/v1/chat/completions"]
+    assert logged == [round(scores[0], 3), round(scores[1], 3), round(scores[1], 3)]
+    samples = scrape(escalating_router.url)
+    assert metric_sum(samples, "router_escalations_total", route="auto", tier="small") == 1
+    assert metric_sum(samples, "router_escalations_total", route="auto", tier="frontier") == 2
+    assert metric_sum(samples, "router_difficulty_count", route="auto") == 3
+
+
+def test_a_tier_asked_directly_gets_no_difficulty(escalating_router):
+    raw = httpx.post(
+        f"{escalating_router.base_url}/chat/completions", json={"model": "small", "messages": HARD}, timeout=10
+    )
+    assert raw.status_code == 200 and "x-router-difficulty" not in raw.headers
+
+
+def test_router_explain_command_prints_the_difficulty(tmp_path):
+    policy_path = tmp_path / "p.yaml"
+    policy_path.write_text(GOOD)
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"model": "auto", "messages": HARD}))
+    done = subprocess.run(
+        [sys.executable, "-m", "router", "explain", str(request), "--policy", str(policy_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["difficulty"] == pytest.approx(load_predictor().score(HARD), abs=1e-4)
+    assert any(r.startswith("difficulty ") for r in answer["reasons"])
+
+
+SERVE_AND_REPORT = """
+import sys, httpx
+from pathlib import Path
+from tests.harness import RunningRouter
+with RunningRouter(Path(sys.argv[1])) as router:
+    body = {"model": "auto", "messages": [{"role": "user", "content": "say hello"}]}
+    assert httpx.post(router.base_url + "/chat/completions", json=body, timeout=10).status_code == 200
+    print(sorted(m for m in ("router.difficulty.predictor", "numpy") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(("escalate", "loaded"), [(False, "[]"), (True, "['router.difficulty.predictor']")])
+def test_the_predictor_is_loaded_only_by_a_policy_with_an_escalating_route(tmp_path, escalate, loaded):
+    """A router serving a policy without ``escalate`` never imports the predictor (nor numpy);
+    one with it loads the predictor (and still no numpy)."""
+    route: dict = {"tier": "small"}
+    if escalate:
+        route["escalate"] = [{"above": 0.5, "tier": "standard"}]
+    text = policy(
+        providers={"sim": provider(type="simulated", api_key=None, latency_ms=0)},
+        models={"tiny": model("sim", None, "small"), "mid": model("sim", None, "standard")},
+        routes={"auto": route},
+        route="auto",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", SERVE_AND_REPORT, str(write_policy(tmp_path, text))],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == loaded
