@@ -51,6 +51,8 @@ class RequestRecord:
     reserved_micros: int = 0  # a budget's reservation: no candidate may be sent more output than it covers
     requested_output_tokens: int | None = None  # the client's max_tokens / max_completion_tokens
     n: int = 1
+    difficulty: float | None = None  # on an escalating route: the predicted difficulty
+    escalation_tier: str | None = None  # and the tier its difficulty step chose
 
 
 class StreamTally:
@@ -137,6 +139,9 @@ class Accountant:
         m.child(m.requests, record.route, record.tier, model_name, provider, outcome).inc()
         m.child(m.request_duration, record.route, record.tier, model_name, record.error_type).observe(elapsed)
         m.child(m.overhead, record.route).observe(max(0.0, elapsed - record.trail.upstream_s))
+        if record.difficulty is not None and record.escalation_tier is not None:
+            m.child(m.difficulty, record.route).observe(record.difficulty)
+            m.child(m.escalations, record.route, record.escalation_tier).inc()
         if record.ttft_s is not None and model is not None:
             m.child(m.time_to_first_token, record.route, provider, model_name).observe(record.ttft_s)
         if model is not None and record.usage is not None:
@@ -177,6 +182,7 @@ def access_fields(record: RequestRecord) -> dict[str, object]:
         "cost_usd": round(record.cost_usd, 10),
         "cost_estimated": record.usage_estimated,
         "ttft_s": round(record.ttft_s, 6) if record.ttft_s is not None else None,
+        "difficulty": round(record.difficulty, 3) if record.difficulty is not None else None,
         "outcome": record.outcome,
         "error_type": record.error_type,
     }

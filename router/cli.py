@@ -1,4 +1,4 @@
-"""The ``router`` command: serve, check, explain, keys."""
+"""The ``router`` command: serve, check, explain, calibrate, keys."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def explain(
     from router.errors import RouterError
     from router.explain import decision_json
     from router.policy.engine import decide
-    from router.policy.features import features_for
+    from router.policy.features import features_for, with_difficulty
     from router.types import MODEL_KIND
 
     policy_path = policy or Path(os.environ.get("ROUTER_POLICY", "policies/default.yaml"))
@@ -99,11 +99,44 @@ def explain(
         operation = check_explain_body(body, loaded.defaults.max_n)
         kind = MODEL_KIND[operation]
         features = features_for(kind, body, headers)
+        if kind == "chat":
+            features = with_difficulty(loaded, body.get("model"), body, features)
         decision = decide(loaded, body.get("model"), features, kind=kind, tier_override=headers.get("x-router-tier"))
     except RouterError as exc:
         _fail([exc.message])
         return
     typer.echo(orjson.dumps(decision_json(decision), option=orjson.OPT_INDENT_2).decode())
+
+
+@cli.command()
+def calibrate(
+    route: Annotated[str, typer.Option("--route", help="the escalating route to calibrate")],
+    requests: Annotated[Path, typer.Option("--requests", help="your traffic: JSONL, one chat request body a line")],
+    share: Annotated[
+        str, typer.Option("--share", help="share of the sample for each tier, e.g. frontier=0.25,standard=0.5")
+    ],
+    policy: PolicyOption = None,
+) -> None:
+    """Print the escalate thresholds that send the given shares of a sample to each tier."""
+    from router import calibrate as calibration
+    from router.difficulty import load_predictor
+
+    policy_path = policy or Path(os.environ.get("ROUTER_POLICY", "policies/default.yaml"))
+    try:
+        loaded = load_policy(policy_path)
+    except PolicyError as exc:
+        _fail(exc.errors)
+        return
+    try:
+        chosen = calibration.route_to_calibrate(loaded, route)
+        shares = calibration.parse_shares(share, loaded, chosen)
+        sample = calibration.read_sample(requests.read_bytes(), str(requests))
+    except (calibration.CalibrationError, OSError) as exc:
+        _fail([str(exc) if isinstance(exc, calibration.CalibrationError) else f"{requests}: {exc.strerror}"])
+        return
+    predictor = load_predictor()
+    found = calibration.thresholds([predictor.score(messages) for messages in sample], shares)
+    typer.echo(calibration.report(chosen, found, len(sample), str(requests)))
 
 
 def _header(text: str) -> tuple[str, str]:

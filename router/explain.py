@@ -9,11 +9,14 @@ from router.policy.model import Model
 
 
 def decision_json(decision: Decision) -> dict[str, Any]:
+    """The decision; ``difficulty`` only for a request on a route that escalates by it."""
+    difficulty = {} if decision.difficulty is None else {"difficulty": round(decision.difficulty, 4)}
     return {
         "object": "router.decision",
         "requested": decision.requested,
         "route": decision.route,
         "tier": decision.tier,
+        **difficulty,
         "reasons": list(decision.reasons),
         "prompt_tokens": decision.prompt_tokens,
         "expected_output_tokens": decision.expected_output_tokens,

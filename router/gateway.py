@@ -50,7 +50,7 @@ from router.errors import (
 from router.logthrottle import LogThrottle
 from router.metrics import Metrics
 from router.policy.engine import Decision, decide
-from router.policy.features import RequestFeatures, features_for
+from router.policy.features import RequestFeatures, features_for, with_difficulty
 from router.policy.model import ClientKey, Policy
 from router.providers.base import Completion, Usage
 from router.responses import to_chat_request, to_responses_object
@@ -275,6 +275,8 @@ class Gateway:
             "x-router-route": decision.route,
             "x-router-attempts": str(record.trail.attempts),
         }
+        if decision.difficulty is not None:
+            headers["x-router-difficulty"] = f"{decision.difficulty:.3f}"
         if isinstance(answered, Streaming):
             answered.on_end = self._end_stream
             return StreamingReply(answered, headers)
@@ -376,6 +378,8 @@ class Gateway:
                 )
         kind = MODEL_KIND[operation]
         features = features_for(kind, body, headers)
+        if kind == "chat":
+            features = with_difficulty(policy, asked, body, features)
         now = time.time()
         health = await self.store.health(policy.models)
         for name, model_health in health.items():  # half-open and expired ejections show on the gauge
@@ -395,6 +399,7 @@ class Gateway:
         )
         if record is not None:
             record.route, record.tier, record.prompt_tokens = decision.route, decision.tier, decision.prompt_tokens
+            record.difficulty, record.escalation_tier = decision.difficulty, decision.escalation_tier
         if not decision.candidates:
             raise no_candidate_error(decision, health, now)
         return decision, features

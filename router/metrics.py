@@ -23,6 +23,7 @@ __all__ = ["CIRCUIT_STATES", "OUTCOMES", "Metrics", "multiprocess_enabled"]
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+DIFFICULTY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 … 1.0
 CIRCUIT_STATES: dict[CircuitState, int] = {"closed": 0, "half_open": 1, "open": 2}
 Labelled = TypeVar("Labelled", Counter, Gauge, Histogram)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -104,6 +105,19 @@ class Metrics:
             buckets=OVERHEAD_BUCKETS,
             registry=r,
         )
+        self.difficulty = Histogram(
+            "router_difficulty",
+            "Predicted difficulty of requests on routes that escalate by it",
+            ["route"],
+            buckets=DIFFICULTY_BUCKETS,
+            registry=r,
+        )
+        self.escalations = Counter(
+            "router_escalations",
+            "Requests on an escalating route by the tier its difficulty step chose (the route's own tier included)",
+            ["route", "tier"],
+            registry=r,
+        )
         self.inflight = Gauge(
             "router_inflight_requests",
             "Requests waiting on an upstream",
@@ -158,6 +172,9 @@ class Metrics:
             self.rate_limited.labels(team=team)
         for result in ("success", "failure"):
             self.policy_reloads.labels(result=result)
+        for route in policy.routes.values():
+            for tier in (route.tier, *(step.tier for step in route.escalate)) if route.escalate else ():
+                self.escalations.labels(route=route.name, tier=tier)
 
     def exposition(self) -> bytes:
         if multiprocess_enabled():

@@ -51,6 +51,7 @@ HISTOGRAMS = {
     "gen_ai_server_request_duration_seconds",
     "gen_ai_server_time_to_first_token_seconds",
     "router_overhead_seconds",
+    "router_difficulty",
 }
 CONTRACT_METRICS = HISTOGRAMS | {
     "router_requests_total",
@@ -65,6 +66,7 @@ CONTRACT_METRICS = HISTOGRAMS | {
     "router_rate_limited_total",
     "router_policy_reloads_total",
     "router_policy_info",
+    "router_escalations_total",
 }
 OUTCOMES = {
     "success",
@@ -287,7 +289,7 @@ PRICES = {  # USD per 1M tokens: (input, output, cached input)
 }
 BASELINE = "pricey-model"
 PROVIDER = {"cheap-model": "alpha", "pricey-model": "beta", "embed-model": "alpha"}
-TIER = {"standard": "standard", "frontier": "frontier", "embed": "small"}
+TIER = {"standard": "standard", "frontier": "frontier", "embed": "small", "auto": "standard"}
 HELLO = [{"role": "user", "content": "Say hello."}]
 
 
@@ -309,6 +311,7 @@ routes:
   standard: {{tier: standard}}
   frontier: {{tier: frontier}}
   embed: {{tier: small}}
+  auto: {{tier: standard, escalate: [{{above: 0.99, tier: frontier}}]}}
 defaults: {{route: standard, retries: 0, baseline_model: {BASELINE}, timeout_s: 10, ttft_timeout_s: 5}}
 """
 
@@ -334,6 +337,7 @@ class Ledger:
     fallbacks: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     upstream_errors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (model, reason)
     streams: Counter[tuple[str, str]] = field(default_factory=Counter)  # (route, model) with a first chunk
+    escalations: Counter[tuple[str, str]] = field(default_factory=Counter)  # (route, tier the step chose)
     estimated_header_usd: float = 0.0  # x-router-cost-usd of answers without usage
     estimated_requests: int = 0  # all on cheap-model
     slow_stream_s: float = 0.0
@@ -444,6 +448,14 @@ def send_traffic(
     alpha.script_embeddings(Reply(usage=(30_000, 0)))
     assert client.embeddings.create(model="embed", input="hello").model == "embed-model"
     ledger.answer("embed", "embed-model", (30_000, 0, 0), operation="embeddings")
+
+    # an easy prompt on the escalating route stays on its tier and shows its difficulty
+    alpha.script(Reply(usage=(1_000, 100, 0)))
+    raw = chat("auto")
+    assert raw.headers["x-router-model"] == "cheap-model"
+    assert 0 <= float(raw.headers["x-router-difficulty"]) <= 0.99
+    ledger.answer("auto", "cheap-model", (1_000, 100, 0))
+    ledger.escalations["auto", "standard"] += 1
 
     # the upstream drops the connection mid-stream: in-band error, usage estimated
     alpha.script(StreamThenReset(chunks_before_reset=2))
@@ -729,6 +741,13 @@ def test_metrics_count_what_the_traffic_did(scenario: Scenario) -> None:
     assert s.by("gen_ai_server_time_to_first_token_seconds_count", "gen_ai_provider_name") == Counter(
         {("alpha",): ledger.streams["standard", "cheap-model"], ("beta",): ledger.streams["frontier", "pricey-model"]}
     )
+
+    # every decision on the escalating route, by the tier its step chose (frontier primed at 0)
+    assert dict(s.by("router_escalations_total", "route", "tier")) == {
+        ("auto", "frontier"): 0.0,
+        **{k: float(v) for k, v in ledger.escalations.items()},
+    }
+    assert s.by("router_difficulty_count", "route") == Counter({("auto",): sum(ledger.escalations.values())})
 
     # zero-valued series that exist from the start, and the policy this replica runs
     assert s.by("router_circuit_state", "model", "provider") == Counter({(m, p): 0 for m, p in PROVIDER.items()})

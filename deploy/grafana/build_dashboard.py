@@ -363,6 +363,32 @@ ROWS: list[tuple[str, int, list[tuple[str, str, str, list[dict], dict]]]] = [
         ],
     ),
     (
+        "Difficulty routing",
+        12,
+        [
+            (
+                "Tier mix of escalating routes (share of requests, by the tier the difficulty step chose)",
+                "timeseries",
+                "percentunit",
+                [
+                    q(
+                        f"{rate('router_escalations_total', 'route, tier')} / ignoring (tier) group_left "
+                        f"clamp_min({rate('router_escalations_total', 'route')}, 1e-9)",
+                        "{{route}} → {{tier}}",
+                    )
+                ],
+                {"custom": {"stacking": {"mode": "normal", "group": "A"}, "fillOpacity": 60}, "max": 1},
+            ),
+            (
+                "Predicted difficulty by route",
+                "timeseries",
+                "percentunit",
+                quantiles("router_difficulty", "route", "{{route}}", levels=(0.5, 0.9)),
+                {"max": 1, "min": 0},
+            ),
+        ],
+    ),
+    (
         "Policy",
         12,
         [

@@ -10,11 +10,11 @@ free small model), then the lowest observed latency, then the name.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from router.errors import InvalidRequest, ModelNotFound
 from router.policy.features import RequestFeatures
-from router.policy.model import Model, Policy, Provider, Rule
+from router.policy.model import EscalationStep, Model, Policy, Provider, Route, Rule
 
 UNKNOWN_LATENCY = float("inf")
 
@@ -45,6 +45,8 @@ class Decision:
     expected_output_tokens: int
     candidates: tuple[Candidate, ...]
     excluded: tuple[Exclusion, ...]
+    difficulty: float | None = None  # the request's predicted difficulty, on an escalating route
+    escalation_tier: str | None = None  # the tier its difficulty step chose (the floor included)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,11 @@ def decide(
     latency_s: Mapping[str, float] | None = None,
 ) -> Decision:
     target = _resolve(policy, requested or policy.defaults.route, kind)
+    route = policy.routes.get(target.route)
+    escalation_tier = None
+    if route is not None and route.escalate and kind == "chat" and features.difficulty is not None:
+        target = _escalate(policy, route, target, features.difficulty)
+        escalation_tier = policy.tiers[target.tier_rank]
     if tier_override is not None:
         target = _override_tier(policy, target, tier_override)
     target = _apply_rules(policy.rules, target, features)
@@ -103,7 +110,46 @@ def decide(
         expected_output_tokens=expected_output,
         candidates=tuple(candidates),
         excluded=tuple(excluded),
+        difficulty=features.difficulty if escalation_tier is not None else None,
+        escalation_tier=escalation_tier,
     )
+
+
+def escalation_step(route: Route, difficulty: float) -> EscalationStep | None:
+    """The highest step whose ``above`` the difficulty exceeds; None keeps the route's tier."""
+    chosen = None
+    for step in route.escalate:
+        if difficulty > step.above:
+            chosen = step
+    return chosen
+
+
+def escalation_reason(route: Route, difficulty: float, step: EscalationStep | None) -> str:
+    """``difficulty 0.74 > 0.70 → frontier``, or why the request stays on the route's tier."""
+    threshold = step.above if step is not None else route.escalate[0].above
+    limit = f"{threshold:.2f}" if round(threshold, 2) == threshold else f"{threshold:g}"
+    shown = _figure(difficulty, threshold, max(2, len(limit) - 2))
+    if step is not None:
+        return f"difficulty {shown} > {limit} → {step.tier}"
+    return f"difficulty {shown} ≤ {limit} → {route.tier} (the route's tier)"
+
+
+def _figure(value: float, threshold: float, digits: int) -> str:
+    """``digits`` decimals, more when they would show the value equal to ``threshold``."""
+    text = f"{value:.{digits}f}"
+    while value != threshold and float(text) == threshold and digits < 9:
+        digits += 1
+        text = f"{value:.{digits}f}"
+    return text
+
+
+def _escalate(policy: Policy, route: Route, target: _Target, difficulty: float) -> _Target:
+    step = escalation_step(route, difficulty)
+    reasons = (*target.reasons, escalation_reason(route, difficulty, step))
+    if step is None:
+        return replace(target, reasons=reasons)
+    rank = step.tier_rank
+    return replace(target, tier_rank=rank, ceiling_rank=min(target.ceiling_rank, rank), reasons=reasons)
 
 
 def valid_names(policy: Policy, kind: str = "chat") -> list[str]:

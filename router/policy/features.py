@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from router.policy import tokens
+from router.policy.model import Policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +18,7 @@ class RequestFeatures:
     needs: frozenset[str] = frozenset()
     headers: Mapping[str, str] = field(default_factory=dict)
     params: frozenset[str] = frozenset()
+    difficulty: float | None = None  # predicted, only for a chat request on an escalating route
 
     @property
     def uses_tools(self) -> bool:
@@ -45,6 +47,22 @@ def chat_features(body: Mapping[str, Any], headers: Mapping[str, str]) -> Reques
         headers=headers,
         params=frozenset(body),
     )
+
+
+def with_difficulty(
+    policy: Policy, asked: str | None, body: Mapping[str, Any], features: RequestFeatures
+) -> RequestFeatures:
+    """``features`` with the conversation's predicted difficulty when ``asked`` names a route
+    that escalates (a chat request); otherwise unchanged, and the predictor is never touched.
+    The predictor was loaded with the policy (``loader``), so this is a cached look-up and a
+    sub-millisecond score."""
+    route = policy.routes.get(asked or policy.defaults.route)
+    if route is None or not route.escalate:
+        return features
+    from router.difficulty import load_predictor  # cheap: loaded and cached at policy load
+
+    messages: Sequence[Mapping[str, Any]] = body.get("messages") or []
+    return replace(features, difficulty=load_predictor().score(messages))
 
 
 def request_kind(body: Mapping[str, Any]) -> str:

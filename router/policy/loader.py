@@ -45,6 +45,7 @@ from router.policy.model import (
     ClientKey,
     Comparison,
     Defaults,
+    EscalationStep,
     Model,
     Policy,
     Price,
@@ -53,7 +54,15 @@ from router.policy.model import (
     Rule,
     gpu_price,
 )
-from router.policy.schema import RawModel, RawPolicy, RawProvider, RawRoute, RawRule, RawTimeouts
+from router.policy.schema import (
+    RawEscalationStep,
+    RawModel,
+    RawPolicy,
+    RawProvider,
+    RawRoute,
+    RawRule,
+    RawTimeouts,
+)
 
 
 class PolicyError(Exception):
@@ -185,8 +194,9 @@ class _Builder:
             model = self._model(name, raw_model, tiers, providers)
             if model is not None:
                 models[name] = model
-        routes = {name: self._route(name, r, tiers, raw.models) for name, r in raw.routes.items()}
+        routes = {name: self._route(name, r, tiers, raw.models, models) for name, r in raw.routes.items()}
         self._check_route_names(routes, tiers, raw.models)
+        self._load_difficulty_predictor(routes)
         rules = tuple(self._rule(i, r, tiers, raw) for i, r in enumerate(raw.rules))
         keys = self._keys(raw, tiers)
         defaults = self._defaults(raw, routes)
@@ -381,7 +391,9 @@ class _Builder:
             return None
         return Price(entry.input_per_million, entry.output_per_million, entry.cached_input_per_million)
 
-    def _route(self, name: str, raw: RawRoute, tiers: list[str], models: dict[str, RawModel]) -> Route | None:
+    def _route(
+        self, name: str, raw: RawRoute, tiers: list[str], models: dict[str, RawModel], built: dict[str, Model]
+    ) -> Route | None:
         path: Path = ("routes", name)
         if raw.tier not in tiers:
             self.error((*path, "tier"), f"unknown tier '{raw.tier}' (tiers: {', '.join(tiers)})")
@@ -399,6 +411,7 @@ class _Builder:
         for index, model in enumerate(raw.models or ()):
             if model not in models:
                 self.error((*path, "models", index), f"unknown model '{model}'")
+        escalate = self._escalate(path, raw, rank, tiers, built)
         return Route(
             name,
             raw.tier,
@@ -408,7 +421,70 @@ class _Builder:
             _timeouts(raw.timeouts),
             raw.retries,
             raw.cache.ttl_s if raw.cache else None,
+            escalate,
         )
+
+    def _escalate(
+        self, path: Path, raw: RawRoute, floor_rank: int, tiers: list[str], models: dict[str, Model]
+    ) -> tuple[EscalationStep, ...]:
+        """The route's difficulty steps: ascending thresholds, each raising the tier further.
+
+        ``fallback_tier`` keeps its meaning (the highest tier a fallback may reach); a request
+        a step escalated may fall back up to the higher of that and the step's own tier."""
+        if raw.escalate is None:
+            return ()
+        route_models = [models[m] for m in raw.models or () if m in models]
+        if route_models and all(m.kind == "embedding" for m in route_models):
+            self.error(
+                (*path, "escalate"),
+                "an embedding route cannot escalate: difficulty is predicted for chat conversations",
+            )
+            return ()
+        steps: list[EscalationStep] = []
+        previous: RawEscalationStep | None = None
+        for index, step in enumerate(raw.escalate):
+            step_path: Path = (*path, "escalate", index)
+            if previous is not None and step.above <= previous.above:
+                self.error(
+                    (*step_path, "above"),
+                    f"must be greater than the previous step's above ({previous.above:g}): steps ascend",
+                )
+            if step.tier not in tiers:
+                self.error((*step_path, "tier"), f"unknown tier '{step.tier}' (tiers: {', '.join(tiers)})")
+                previous = step
+                continue
+            rank = tiers.index(step.tier)
+            if rank >= floor_rank:
+                self.error(
+                    (*step_path, "tier"),
+                    f"'{step.tier}' is not above the route's tier '{raw.tier}'; a step raises the tier",
+                )
+            elif previous is not None and previous.tier in tiers and rank >= tiers.index(previous.tier):
+                self.error(
+                    (*step_path, "tier"),
+                    f"'{step.tier}' is not above the previous step's tier '{previous.tier}'; each step raises the tier further",
+                )
+            elif route_models and not any(m.tier == step.tier and m.kind == "chat" for m in route_models):
+                self.error((*step_path, "tier"), f"none of the route's models is a chat model of tier '{step.tier}'")
+            steps.append(EscalationStep(step.above, step.tier, rank))
+            previous = step
+        return tuple(steps)
+
+    def _load_difficulty_predictor(self, routes: dict[str, Route | None]) -> None:
+        """Load the predictor now (in the loader's thread, never on the event loop) if a
+        route escalates, so a policy that needs it fails its load when it cannot be used."""
+        escalating = [name for name, route in routes.items() if route is not None and route.escalate]
+        if not escalating or self.errors:
+            return
+        from router.difficulty import load_predictor  # only an escalating policy pays for it
+
+        try:
+            load_predictor()
+        except Exception as exc:  # a missing wheel, a model file that does not match the code
+            self.error(
+                ("routes", escalating[0], "escalate"),
+                f"the difficulty predictor cannot be loaded ({type(exc).__name__}: {exc})",
+            )
 
     def _check_route_names(
         self, routes: dict[str, Route | None], tiers: list[str], models: dict[str, RawModel]

@@ -83,6 +83,15 @@ class Model:
 
 
 @dataclass(frozen=True, slots=True)
+class EscalationStep:
+    """A request whose predicted difficulty is above ``above`` goes to ``tier`` (or higher)."""
+
+    above: float
+    tier: str
+    tier_rank: int
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     tier: str
@@ -92,6 +101,7 @@ class Route:
     timeouts: Mapping[str, float] = field(default_factory=dict)
     retries: int | None = None
     cache_ttl_s: int | None = None
+    escalate: tuple[EscalationStep, ...] = ()  # ascending by ``above``; empty: the route never escalates
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +200,11 @@ class Policy:
     def retries_for(self, route: str) -> int:
         configured = self.routes[route].retries if route in self.routes else None
         return self.defaults.retries if configured is None else configured
+
+    @property
+    def escalates(self) -> bool:
+        """Whether any route escalates by difficulty (only then is the predictor loaded)."""
+        return any(route.escalate for route in self.routes.values())
 
     def tier_rank(self, tier: str) -> int:
         return self.tiers.index(tier)

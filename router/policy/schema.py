@@ -90,9 +90,16 @@ class RawModel(Strict):
     timeouts: RawTimeouts | None = None
 
 
+class RawEscalationStep(Strict):
+    # a difficulty is a probability: a step above 0 takes every request, one above 1 none
+    above: float = Field(gt=0, lt=1)
+    tier: str
+
+
 class RawRoute(Strict):
     tier: str
     fallback_tier: str | None = None
+    escalate: list[RawEscalationStep] | None = Field(default=None, min_length=1)
     models: list[str] | None = Field(default=None, min_length=1)
     timeouts: RawTimeouts | None = None
     retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
