@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=30, ge=0, le=3600)
     drain_delay_s: float = Field(default=0, ge=0, le=600)
     watch_policy: bool = True
+    # Browser origins allowed by CORS, comma separated ("*" for any); empty: no CORS headers at all
+    cors_origins: str = ""
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin for part in self.cors_origins.split(",") if (origin := part.strip())]
 
     @property
     def max_body_bytes(self) -> int:

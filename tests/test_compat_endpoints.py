@@ -62,3 +62,73 @@ class TestRetrieveModel:
         response = httpx.get(f"{router.base_url}/models/org/standard", timeout=5)
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "model_not_found"
+
+
+APP_ORIGIN = "https://app.example.com"
+PREFLIGHT = {
+    "origin": APP_ORIGIN,
+    "access-control-request-method": "POST",
+    "access-control-request-headers": "authorization, content-type",
+}
+
+
+@pytest.fixture()
+def cors_router(tmp_path, upstream):
+    """Keys configured and CORS allowed for one origin (plus a spaced second one)."""
+    keys = [key(WEB_KEY, "web-app", team="web")]
+    policy = write_policy(tmp_path, two_model_policy(upstream.base_url, keys=keys))
+    with RunningRouter(policy, cors_origins=f"{APP_ORIGIN}, http://localhost:3000") as router:
+        yield router
+
+
+class TestCors:
+    def test_a_preflight_is_answered_without_a_key(self, cors_router, upstream):
+        response = httpx.options(f"{cors_router.base_url}/chat/completions", headers=PREFLIGHT, timeout=5)
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == APP_ORIGIN
+        assert "POST" in response.headers["access-control-allow-methods"]
+        allowed = response.headers["access-control-allow-headers"].lower()
+        assert "authorization" in allowed and "content-type" in allowed
+        assert upstream.requests == []
+
+    def test_an_answer_exposes_the_router_headers_to_the_allowed_origin(self, cors_router):
+        response = httpx.post(
+            f"{cors_router.base_url}/chat/completions",
+            json={"model": "standard", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"origin": "http://localhost:3000", "authorization": f"Bearer {WEB_KEY}"},
+            timeout=5,
+        )
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == "http://localhost:3000"
+        exposed = {h.strip() for h in response.headers["access-control-expose-headers"].split(",")}
+        assert {"x-request-id", "x-router-model", "x-router-cost-usd", "x-ratelimit-remaining-requests"} <= exposed
+        assert response.headers["x-router-model"] == "cheap-model"
+
+    def test_a_refused_key_still_carries_cors_headers_so_the_browser_can_read_the_error(self, cors_router):
+        response = httpx.get(f"{cors_router.base_url}/models", headers={"origin": APP_ORIGIN}, timeout=5)
+        assert response.status_code == 401
+        assert response.headers["access-control-allow-origin"] == APP_ORIGIN
+        assert response.json()["error"]["code"] == "invalid_api_key"
+
+    def test_a_disallowed_origin_gets_no_cors_headers(self, cors_router):
+        headers = {**PREFLIGHT, "origin": "https://evil.example.net"}
+        preflight = httpx.options(f"{cors_router.base_url}/chat/completions", headers=headers, timeout=5)
+        assert preflight.status_code == 400
+        assert "access-control-allow-origin" not in preflight.headers
+        simple = httpx.get(
+            f"{cors_router.base_url}/models",
+            headers={"origin": "https://evil.example.net", "authorization": f"Bearer {WEB_KEY}"},
+            timeout=5,
+        )
+        assert simple.status_code == 200
+        # Starlette lists the exposed header names on every answer; without an allowed
+        # origin the browser gives the page nothing
+        assert "access-control-allow-origin" not in simple.headers
+
+    def test_no_cors_headers_when_unset(self, router):
+        preflight = httpx.options(f"{router.base_url}/chat/completions", headers=PREFLIGHT, timeout=5)
+        assert preflight.status_code == 405
+        assert not any(h.startswith("access-control-") for h in preflight.headers)
+        answer = httpx.get(f"{router.base_url}/models", headers={"origin": APP_ORIGIN}, timeout=5)
+        assert answer.status_code == 200
+        assert not any(h.startswith("access-control-") for h in answer.headers)
