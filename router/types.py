@@ -59,11 +59,16 @@ ReloadResultKind = Literal["success", "unchanged", "failure"]
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens one answer used (``providers.base.usage_from_openai`` reads OpenAI's shape)."""
+    """Tokens one answer used (``providers.base.usage_from_openai`` reads OpenAI's shape).
+
+    ``cached_tokens`` are part of ``input_tokens`` and ``reasoning_tokens`` part of
+    ``output_tokens`` (OpenAI's convention; litellm keeps it for Anthropic's thinking and
+    Gemini's thoughts), so the output price already covers reasoning: never added twice."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def to_openai(self) -> dict[str, Any]:
         return {
@@ -71,6 +76,7 @@ class Usage:
             "completion_tokens": self.output_tokens,
             "total_tokens": self.input_tokens + self.output_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
         }
 
 

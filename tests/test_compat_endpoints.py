@@ -8,7 +8,8 @@ import httpx
 import openai
 import pytest
 
-from tests.harness import RunningRouter, two_model_policy, write_policy
+from tests.fakes import Reply, StreamWithoutUsage
+from tests.harness import RunningRouter, metric_sum, scrape, two_model_policy, write_policy
 from tests.policies import key
 
 WEB_KEY = "sk-tr-web-compat-0123456789abcdef"
@@ -132,3 +133,67 @@ class TestCors:
         answer = httpx.get(f"{router.base_url}/models", headers={"origin": APP_ORIGIN}, timeout=5)
         assert answer.status_code == 200
         assert not any(h.startswith("access-control-") for h in answer.headers)
+
+
+HELLO = [{"role": "user", "content": "Think, then say hello"}]
+# What a reasoning model reports: every detail OpenAI sends, none of them zero
+REASONING_USAGE = {
+    "prompt_tokens": 100,
+    "completion_tokens": 50,
+    "total_tokens": 150,
+    "prompt_tokens_details": {"cached_tokens": 40, "audio_tokens": 2},
+    "completion_tokens_details": {
+        "reasoning_tokens": 30,
+        "audio_tokens": 3,
+        "accepted_prediction_tokens": 1,
+        "rejected_prediction_tokens": 4,
+    },
+}
+# cheap-model: $0.15 input, $0.075 cached input, $0.6 output per 1M; reasoning is in the 50 output tokens
+REASONING_COST_USD = (60 * 0.15 + 40 * 0.075 + 50 * 0.6) / 1e6
+
+
+def reasoning_tokens_counted(router: RunningRouter) -> float:
+    return metric_sum(scrape(router.url), "router_tokens_total", model="cheap-model", type="reasoning")
+
+
+def cost_counted(router: RunningRouter) -> float:
+    return metric_sum(scrape(router.url), "router_cost_usd_total", model="cheap-model")
+
+
+class TestUsageKeptWhole:
+    def test_non_stream_usage_reaches_the_sdk_whole_and_is_billed_once(self, client, router, upstream):
+        upstream.script(Reply(usage=REASONING_USAGE))
+        raw = client.chat.completions.with_raw_response.create(model="standard", messages=HELLO)
+        usage = raw.parse().usage
+        assert usage.model_dump(exclude_none=True) == REASONING_USAGE
+        assert float(raw.headers["x-router-cost-usd"]) == pytest.approx(REASONING_COST_USD)
+        assert reasoning_tokens_counted(router) == 30
+        assert cost_counted(router) == pytest.approx(REASONING_COST_USD)
+
+    def test_stream_usage_chunk_carries_every_detail_the_upstream_sent(self, client, router, upstream):
+        upstream.script(Reply(usage=REASONING_USAGE))
+        chunks = list(
+            client.chat.completions.create(
+                model="standard", messages=HELLO, stream=True, stream_options={"include_usage": True}
+            )
+        )
+        usage_chunks = [c for c in chunks if c.usage is not None]
+        assert len(usage_chunks) == 1 and usage_chunks[0].choices == []
+        usage = usage_chunks[0].usage
+        assert usage.completion_tokens_details.reasoning_tokens == 30
+        assert usage.prompt_tokens_details.cached_tokens == 40
+        assert usage.model_dump(exclude_none=True) == REASONING_USAGE
+        assert reasoning_tokens_counted(router) == 30
+        assert cost_counted(router) == pytest.approx(REASONING_COST_USD)
+
+    def test_an_estimated_stream_usage_is_in_openai_shape(self, client, upstream):
+        upstream.script(StreamWithoutUsage(content="one two three"))
+        chunks = list(
+            client.chat.completions.create(
+                model="standard", messages=HELLO, stream=True, stream_options={"include_usage": True}
+            )
+        )
+        usage = chunks[-1].usage
+        assert usage.completion_tokens == 3 and usage.total_tokens == usage.prompt_tokens + 3
+        assert usage.completion_tokens_details.reasoning_tokens == 0

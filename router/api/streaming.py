@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from router.dispatch import Streaming
 from router.errors import error_body
-from router.types import ErrorReason, Usage
+from router.types import ErrorReason
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -61,7 +61,7 @@ async def _events(stream: Streaming, client_wants_usage: bool) -> AsyncGenerator
             yield _error_event(stream.failure) + DONE
             return
         if client_wants_usage:
-            yield sse(_usage_chunk(last, model_name, stream.usage()))
+            yield sse(_usage_chunk(last, model_name, stream.usage_object()))
         yield DONE
     finally:
         await stream.aclose()  # the request is finished before the response's last byte
@@ -86,7 +86,7 @@ def _client_chunk(chunk: dict[str, Any], model_name: str, client_wants_usage: bo
     return sse(chunk)
 
 
-def _usage_chunk(last: dict[str, Any], model_name: str, usage: Usage) -> dict[str, Any]:
+def _usage_chunk(last: dict[str, Any], model_name: str, usage: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": last.get("id", ""),
         "object": "chat.completion.chunk",
@@ -94,5 +94,5 @@ def _usage_chunk(last: dict[str, Any], model_name: str, usage: Usage) -> dict[st
         "model": model_name,
         "system_fingerprint": last.get("system_fingerprint"),
         "choices": [],
-        "usage": usage.to_openai(),
+        "usage": usage,
     }
