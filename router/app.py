@@ -18,6 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from router.api.completions import routes as completions_routes
 from router.api.health import routes as health_routes
 from router.api.openai import routes as api_routes
 from router.auth import AuthMiddleware
@@ -83,7 +84,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
     # Plain Starlette (FastAPI's base): the hot path needs no dependency injection or
     # OpenAPI, and FastAPI's extra ASGI layers measured ~20 µs per request here.
     app = Starlette(
-        routes=[*health_routes, *api_routes],
+        routes=[*health_routes, *api_routes, *completions_routes],
         lifespan=lifespan,
         exception_handlers={RouterError: _router_error, HTTPException: _http_error},
         middleware=[

@@ -12,10 +12,11 @@ from typing import Any, Literal, get_args
 
 # What a request asks the router to do; also the ``gen_ai_operation_name`` metric label
 # (OpenTelemetry GenAI values). ``embeddings`` is the operation; ``embedding`` is a model's kind.
-Operation = Literal["chat", "embeddings"]
+# ``text_completion`` is legacy ``/v1/completions``, answered by chat models.
+Operation = Literal["chat", "embeddings", "text_completion"]
 # What a model does, as the policy file (and litellm's model map ``mode``) names it.
 ModelKind = Literal["chat", "embedding"]
-MODEL_KIND: dict[Operation, ModelKind] = {"chat": "chat", "embeddings": "embedding"}
+MODEL_KIND: dict[Operation, ModelKind] = {"chat": "chat", "embeddings": "embedding", "text_completion": "chat"}
 
 # How a request ended: the ``outcome`` of ``router_requests_total`` and the access log.
 Outcome = Literal[

@@ -8,6 +8,8 @@ import httpx
 import openai
 import pytest
 
+from router import completions
+from router.errors import InvalidRequest
 from tests.fakes import Reply, StreamWithoutUsage
 from tests.harness import RunningRouter, metric_sum, scrape, two_model_policy, write_policy
 from tests.policies import key
@@ -197,3 +199,177 @@ class TestUsageKeptWhole:
         usage = chunks[-1].usage
         assert usage.completion_tokens == 3 and usage.total_tokens == usage.prompt_tokens + 3
         assert usage.completion_tokens_details.reasoning_tokens == 0
+
+
+class TestCompletionsTranslation:
+    """``router.completions`` on literal payloads: no server."""
+
+    def test_a_prompt_becomes_one_user_turn_with_every_other_field_kept(self):
+        body = {
+            "model": "standard",
+            "prompt": ["Once upon a time"],
+            "max_tokens": 7,
+            "temperature": 0.2,
+            "top_p": 0.9,
+            "stop": ["\n"],
+            "n": 2,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "user": "u1",
+            "seed": 3,
+            "echo": False,
+            "best_of": 1,
+            "suffix": "",
+            "logprobs": None,
+        }
+        assert completions.chat_body(body) == {
+            "model": "standard",
+            "messages": [{"role": "user", "content": "Once upon a time"}],
+            "max_tokens": 7,
+            "temperature": 0.2,
+            "top_p": 0.9,
+            "stop": ["\n"],
+            "n": 2,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "user": "u1",
+            "seed": 3,
+        }
+
+    @pytest.mark.parametrize(
+        ("field", "value"), [("echo", True), ("logprobs", 0), ("logprobs", 5), ("suffix", "}"), ("best_of", 3)]
+    )
+    def test_a_parameter_a_chat_model_cannot_honour_is_refused_by_name(self, field, value):
+        with pytest.raises(InvalidRequest) as info:
+            completions.chat_body({"prompt": "x", field: value})
+        assert info.value.param == field and f"'{field}'" in info.value.message
+
+    @pytest.mark.parametrize(
+        ("prompt", "says"),
+        [
+            (["a", "b"], "2 prompts"),
+            ([1, 2, 3], "token-id"),
+            ([[1, 2]], "token-id"),
+            ({"x": 1}, "string"),
+            (None, "Missing"),
+        ],
+    )
+    def test_a_prompt_that_is_not_one_text_is_refused(self, prompt, says):
+        with pytest.raises(InvalidRequest) as info:
+            completions.chat_body({"prompt": prompt})
+        assert info.value.param == "prompt" and says in info.value.message
+
+    def test_a_chat_completion_becomes_a_text_completion(self):
+        chat = {
+            "id": "chatcmpl-abc",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": "cheap-model",
+            "system_fingerprint": "fp_x",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "Hi there"}, "finish_reason": "stop"},
+                {"index": 1, "message": {"role": "assistant", "content": None}, "finish_reason": "length"},
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        }
+        assert completions.completion_body(chat) == {
+            "id": "cmpl-abc",
+            "object": "text_completion",
+            "created": 1700000000,
+            "model": "cheap-model",
+            "system_fingerprint": "fp_x",
+            "choices": [
+                {"text": "Hi there", "index": 0, "logprobs": None, "finish_reason": "stop"},
+                {"text": "", "index": 1, "logprobs": None, "finish_reason": "length"},
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        }
+
+    def test_chunks_become_text_completion_chunks(self):
+        base = {"id": "chatcmpl-abc", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+        content = {**base, "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}], "usage": None}
+        finish = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+        usage = {**base, "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        head = {"id": "cmpl-abc", "object": "text_completion", "created": 1, "model": "m", "system_fingerprint": None}
+        assert completions.completion_chunk(content) == {
+            **head,
+            "choices": [{"text": "Hi", "index": 0, "logprobs": None, "finish_reason": None}],
+            "usage": None,
+        }
+        assert completions.completion_chunk(finish) == {
+            **head,
+            "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}],
+        }
+        assert completions.completion_chunk(usage) == {**head, "choices": [], "usage": usage["usage"]}
+
+
+def operations_counted(router: RunningRouter, operation: str) -> float:
+    samples = scrape(router.url)
+    return metric_sum(samples, "gen_ai_client_operation_duration_seconds_count", gen_ai_operation_name=operation)
+
+
+class TestLegacyCompletions:
+    def test_non_stream_answers_a_text_completion_routed_like_chat(self, client, router, upstream):
+        raw = client.completions.with_raw_response.create(
+            model="standard", prompt="Say hello", max_tokens=20, temperature=0.1, stop=["\n"], seed=1, user="u"
+        )
+        completion = raw.parse()
+        assert completion.object == "text_completion"
+        assert completion.model == "cheap-model"
+        assert completion.choices[0].text == "Hello from gpt-4o-mini."
+        assert completion.choices[0].finish_reason == "stop"
+        assert completion.usage.prompt_tokens == 20 and completion.usage.completion_tokens == 5
+        assert raw.headers["x-router-model"] == "cheap-model"
+        assert float(raw.headers["x-router-cost-usd"]) == pytest.approx((20 * 0.15 + 5 * 0.6) / 1e6)
+        sent = upstream.last_request.json
+        assert sent["messages"] == [{"role": "user", "content": "Say hello"}]
+        assert "prompt" not in sent
+        assert (sent["max_tokens"], sent["temperature"], sent["stop"], sent["seed"], sent["user"]) == (
+            20,
+            0.1,
+            ["\n"],
+            1,
+            "u",
+        )
+        assert operations_counted(router, "text_completion") == 1
+        assert operations_counted(router, "chat") == 0
+
+    def test_stream_delivers_text_completion_chunks_and_usage(self, router, upstream):
+        # not strict: the SDK types finish_reason as required, yet OpenAI streams it as null
+        client = sdk(router, strict=False)
+        upstream.script(Reply(content="one two three", usage=REASONING_USAGE))
+        chunks = list(
+            client.completions.create(
+                model="standard", prompt="Count", stream=True, stream_options={"include_usage": True}
+            )
+        )
+        assert {c.object for c in chunks} == {"text_completion"}
+        assert {c.model for c in chunks} == {"cheap-model"}
+        text_chunks = [c for c in chunks if c.choices]
+        assert "".join(c.choices[0].text for c in text_chunks) == "one two three"
+        assert text_chunks[-1].choices[0].finish_reason == "stop"
+        assert chunks[-1].choices == [] and chunks[-1].usage.model_dump(exclude_none=True) == REASONING_USAGE
+        assert operations_counted(router, "text_completion") == 1
+
+    def test_stream_without_include_usage_sends_no_usage(self, router, upstream):
+        chunks = list(sdk(router, strict=False).completions.create(model="standard", prompt="Hi", stream=True))
+        assert chunks and all(c.usage is None and c.choices for c in chunks)
+
+    @pytest.mark.parametrize(("field", "value"), [("echo", True), ("logprobs", 2), ("suffix", "end"), ("best_of", 2)])
+    def test_an_unhonourable_parameter_is_a_400_naming_it(self, client, upstream, field, value):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.completions.create(model="standard", prompt="Hi", **{field: value})
+        assert info.value.param == field and field in info.value.message
+        assert upstream.chat_requests == []
+
+    def test_several_prompts_are_a_400(self, client, upstream):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.completions.create(model="standard", prompt=["a", "b"])
+        assert info.value.param == "prompt"
+        assert upstream.chat_requests == []
+
+    def test_a_key_may_complete_only_on_its_routes(self, keyed, upstream):
+        with pytest.raises(openai.PermissionDeniedError) as info:
+            sdk(keyed, WEB_KEY).completions.create(model="frontier", prompt="Hi")
+        assert info.value.code == "model_not_allowed"
+        assert sdk(keyed, WEB_KEY).completions.create(model="standard", prompt="Hi").choices[0].text
