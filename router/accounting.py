@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from router import costs
 from router.metrics import Metrics
@@ -56,8 +57,9 @@ class RequestRecord:
 
 
 class StreamTally:
-    """What a ``dispatch.Streaming`` saw: usage, generated text (for estimates), upstream
-    wait, first chunk, outcome, and whether its failure is the model's (a bug of ours is not)."""
+    """What a ``dispatch.Streaming`` saw: usage (read, and the object as the upstream sent
+    it), generated text (for estimates), upstream wait, first chunk, outcome, and whether
+    its failure is the model's (a bug of ours is not)."""
 
     __slots__ = (
         "blames_model",
@@ -65,6 +67,7 @@ class StreamTally:
         "estimated",
         "first_chunk_at",
         "outcome",
+        "reported_usage",
         "text",
         "upstream_s",
         "usage",
@@ -72,6 +75,7 @@ class StreamTally:
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
+        self.reported_usage: dict[str, Any] | None = None  # every field, for the client's usage chunk
         self.estimated = False
         self.text: list[str] = []
         self.upstream_s = 0.0
@@ -161,6 +165,8 @@ class Accountant:
         m.child(m.tokens, model.name, model.provider, "output").inc(usage.output_tokens)
         if usage.cached_tokens:
             m.child(m.tokens, model.name, model.provider, "cached").inc(usage.cached_tokens)
+        if usage.reasoning_tokens:
+            m.child(m.tokens, model.name, model.provider, "reasoning").inc(usage.reasoning_tokens)
         return cost_usd
 
 
@@ -179,6 +185,7 @@ def access_fields(record: RequestRecord) -> dict[str, object]:
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "cached_tokens": usage.cached_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
         "cost_usd": round(record.cost_usd, 10),
         "cost_estimated": record.usage_estimated,
         "ttft_s": round(record.ttft_s, 6) if record.ttft_s is not None else None,

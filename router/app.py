@@ -14,9 +14,11 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from router.api.completions import routes as completions_routes
 from router.api.health import routes as health_routes
 from router.api.openai import routes as api_routes
 from router.api.responses import routes as responses_routes
@@ -83,11 +85,12 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
     # Plain Starlette (FastAPI's base): the hot path needs no dependency injection or
     # OpenAPI, and FastAPI's extra ASGI layers measured ~20 µs per request here.
     app = Starlette(
-        routes=[*health_routes, *api_routes, *responses_routes],
+        routes=[*health_routes, *api_routes, *responses_routes, *completions_routes],
         lifespan=lifespan,
         exception_handlers={RouterError: _router_error, HTTPException: _http_error},
         middleware=[
             Middleware(RequestIdMiddleware),
+            *cors_middleware(settings),
             Middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes),
             Middleware(PolicyMiddleware, live=live),
             Middleware(AuthMiddleware),
@@ -95,6 +98,45 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
     )
     app.state.runtime = runtime
     return app
+
+
+# Routed answers' own headers, readable by a browser client only when listed.
+CORS_EXPOSED_HEADERS = (
+    "x-request-id",
+    "x-router-model",
+    "x-router-provider",
+    "x-router-tier",
+    "x-router-route",
+    "x-router-attempts",
+    "x-router-cost-usd",
+    "x-router-cost-estimated",
+    "x-router-cache",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "retry-after",
+)
+
+
+def cors_middleware(settings: Settings) -> list[Middleware]:
+    """Starlette's CORS for ``ROUTER_CORS_ORIGINS`` only (none when unset). It sits before
+    the key check: a browser's preflight carries no key and is answered here."""
+    origins = settings.cors_origin_list
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=list(CORS_EXPOSED_HEADERS),
+            max_age=600,
+        )
+    ]
 
 
 def app_from_environment() -> Starlette:

@@ -486,6 +486,13 @@ class Streaming:
             )
         return tally.usage
 
+    def usage_object(self) -> dict[str, Any]:
+        """The usage object for the client: the upstream's own, every field it sent
+        (reasoning, cached and audio token details), else the estimate in OpenAI's shape."""
+        usage = self.usage()
+        reported = self.tally.reported_usage
+        return reported if reported is not None and not self.tally.estimated else usage.to_openai()
+
     async def aclose(self) -> None:
         """End the stream once: a stream not read to its end was cancelled (the client left)."""
         if self.ended:
@@ -522,6 +529,7 @@ def _tally_chunk(chunk: dict[str, Any], tally: StreamTally) -> None:
     usage = chunk.get("usage")
     if usage:
         tally.usage = usage_from_openai(usage) or tally.usage
+        tally.reported_usage = usage
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or {}
         if delta.get("content"):

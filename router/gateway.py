@@ -2,9 +2,10 @@
 
 ``Gateway`` is built once per process with the services that outlive policy reloads (the
 state store, metrics, the accountant and its measured throughput, the dispatcher and its
-retry budget, the log throttles). Each operation (``chat``, ``embeddings``, ``responses``,
-``explain``) gets the request's pinned ``PolicySnapshot`` and returns a ``CompletedReply`` (a
-JSON body and headers) or a ``StreamingReply`` (a ``Streaming`` whose end finishes the request).
+retry budget, the log throttles). Each operation (``chat``, ``text_completion``, ``responses``,
+``embeddings``, ``explain``) gets the request's pinned ``PolicySnapshot`` and returns a
+``CompletedReply`` (a JSON body and headers) or a ``StreamingReply`` (a ``Streaming`` whose end
+finishes the request).
 
 A routed request is owned here alone: its ``RequestRecord`` is opened before the decision
 (so a request refused by it still gets an outcome, a metric and an access-log line),
@@ -121,13 +122,30 @@ class Gateway:
     async def chat(
         self, request: Request, snapshot: PolicySnapshot, body: dict[str, Any], key: ClientKey | None
     ) -> Reply:
+        return await self._converse(request, snapshot, body, key, "chat")
+
+    async def text_completion(
+        self, request: Request, snapshot: PolicySnapshot, chat_body: dict[str, Any], key: ClientKey | None
+    ) -> Reply:
+        """A legacy completion, already translated to a chat body (``router.completions``):
+        routed, admitted and accounted exactly as chat, counted as ``text_completion``."""
+        return await self._converse(request, snapshot, chat_body, key, "text_completion")
+
+    async def _converse(
+        self,
+        request: Request,
+        snapshot: PolicySnapshot,
+        body: dict[str, Any],
+        key: ClientKey | None,
+        operation: Operation,
+    ) -> Reply:
         """Decide, then rate limits, then the cache (a hit costs nothing and reserves
         nothing, but is counted and rate limited like any answer), then the budget
         reservation, then the upstream call."""
         policy = snapshot.policy
-        record = self._open_record(request, policy, body, "chat", bool(body.get("stream")), key)
+        record = self._open_record(request, policy, body, operation, bool(body.get("stream")), key)
         async with self._owning(policy, record):
-            decision, features = await self._decide(policy, record, body, request.headers, "chat", key)
+            decision, features = await self._decide(policy, record, body, request.headers, operation, key)
             headers = await self._rate_limit(decision, record, key, features.n)
             cache_key = self.cache_key(policy, decision, body, record)
             answered: Completed | Streaming | None = await self.cached(policy, cache_key, record)
@@ -138,7 +156,7 @@ class Gateway:
                 if record.stream:
                     answered = await self._open_stream(request, snapshot, decision, body, record)
                 else:
-                    answered = await self._complete(request, snapshot, decision, body, record, "chat")
+                    answered = await self._complete(request, snapshot, decision, body, record, operation)
                     await self.remember(policy, cache_key, decision, answered)
                     if cache_key:
                         headers["x-router-cache"] = "miss"

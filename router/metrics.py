@@ -88,7 +88,12 @@ class Metrics:
         self.savings = Counter(
             "router_savings_usd", "Cost avoided against defaults.baseline_model, in USD", ["route", "team"], registry=r
         )
-        self.tokens = Counter("router_tokens", "Tokens by model and type", ["model", "provider", "type"], registry=r)
+        self.tokens = Counter(
+            "router_tokens",
+            "Tokens by model and type (input, output; cached is part of input, reasoning part of output)",
+            ["model", "provider", "type"],
+            registry=r,
+        )
         self.fallbacks = Counter(
             "router_fallbacks",
             "Moves from a failed candidate to the next",

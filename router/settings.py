@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     watch_policy: bool = True
     # How long a stored Responses API response (``store``, ``previous_response_id``) is kept
     responses_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, le=366 * 24 * 3600)
+    # Browser origins allowed by CORS, comma separated ("*" for any); empty: no CORS headers at all
+    cors_origins: str = ""
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin for part in self.cors_origins.split(",") if (origin := part.strip())]
 
     @property
     def max_body_bytes(self) -> int:

@@ -12,11 +12,17 @@ from typing import Any, Literal, get_args
 
 # What a request asks the router to do; also the ``gen_ai_operation_name`` metric label
 # (OpenTelemetry GenAI values). ``embeddings`` is the operation; ``embedding`` is a model's kind.
-# ``responses`` is OpenAI's Responses API, served by chat models.
-Operation = Literal["chat", "embeddings", "responses"]
+# ``responses`` is OpenAI's Responses API and ``text_completion`` legacy ``/v1/completions``,
+# both answered by chat models.
+Operation = Literal["chat", "embeddings", "responses", "text_completion"]
 # What a model does, as the policy file (and litellm's model map ``mode``) names it.
 ModelKind = Literal["chat", "embedding"]
-MODEL_KIND: dict[Operation, ModelKind] = {"chat": "chat", "embeddings": "embedding", "responses": "chat"}
+MODEL_KIND: dict[Operation, ModelKind] = {
+    "chat": "chat",
+    "embeddings": "embedding",
+    "responses": "chat",
+    "text_completion": "chat",
+}
 
 # How a request ended: the ``outcome`` of ``router_requests_total`` and the access log.
 Outcome = Literal[
@@ -60,11 +66,16 @@ ReloadResultKind = Literal["success", "unchanged", "failure"]
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens one answer used (``providers.base.usage_from_openai`` reads OpenAI's shape)."""
+    """Tokens one answer used (``providers.base.usage_from_openai`` reads OpenAI's shape).
+
+    ``cached_tokens`` are part of ``input_tokens`` and ``reasoning_tokens`` part of
+    ``output_tokens`` (OpenAI's convention; litellm keeps it for Anthropic's thinking and
+    Gemini's thoughts), so the output price already covers reasoning: never added twice."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def to_openai(self) -> dict[str, Any]:
         return {
@@ -72,6 +83,7 @@ class Usage:
             "completion_tokens": self.output_tokens,
             "total_tokens": self.input_tokens + self.output_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
         }
 
 

@@ -23,9 +23,10 @@ from router.api.requests import (
 )
 from router.api.responses import explained_chat_body, is_responses_body
 from router.api.streaming import SSEResponse
+from router.errors import ModelNotFound
 from router.explain import decision_json
 from router.gateway import CompletedReply, Reply
-from router.policy.model import ClientKey
+from router.policy.model import ClientKey, Policy
 from router.runtime import Runtime, runtime_of
 from router.snapshot import PolicySnapshot
 from router.types import Operation
@@ -65,14 +66,31 @@ async def explain(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     runtime, snapshot, key = _pinned(request)
-    policy = snapshot.policy
-    created = runtime.loaded_at
+    entries = _model_entries(snapshot.policy, runtime.loaded_at, key)
+    return Response(orjson.dumps({"object": "list", "data": entries}), media_type="application/json")
+
+
+async def retrieve_model(request: Request) -> Response:
+    """One entry of ``GET /v1/models`` (the same list, so the same key filter)."""
+    runtime, snapshot, key = _pinned(request)
+    model_id = request.path_params["model_id"]
+    for entry in _model_entries(snapshot.policy, runtime.loaded_at, key):
+        if entry["id"] == model_id:
+            return Response(orjson.dumps(entry), media_type="application/json")
+    raise ModelNotFound(
+        f"The model '{model_id[:200]}' does not exist or this key may not use it; GET /v1/models lists the ones it may.",
+        param="model",
+    )
+
+
+def _model_entries(policy: Policy, created: int, key: ClientKey | None) -> list[dict[str, Any]]:
+    """Routes, then tiers that are not also routes, then concrete models; only those the key may use."""
     entries = [_model_entry(name, created, "tier-router") for name in policy.routes]
     entries += [_model_entry(tier, created, "tier-router") for tier in policy.tiers if tier not in policy.routes]
     entries += [_model_entry(m.name, created, m.provider) for m in policy.models.values()]
     if key is not None and key.routes is not None:
         entries = [e for e in entries if e["id"] in key.routes]
-    return Response(orjson.dumps({"object": "list", "data": entries}), media_type="application/json")
+    return entries
 
 
 def _model_entry(name: str, created: int, owner: str) -> dict[str, Any]:
@@ -90,4 +108,5 @@ routes = [
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/router/explain", explain, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
 ]

@@ -11,7 +11,7 @@ it is closed, even if the response was never sent.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from router.dispatch import Streaming
 from router.errors import error_body
-from router.types import ErrorReason, Usage
+from router.types import ErrorReason
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -30,12 +30,20 @@ def sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-class SSEResponse(StreamingResponse):
-    """An event stream whose ``Streaming`` is always closed, even if it was never iterated."""
+Shape = Callable[[dict[str, Any]], dict[str, Any]]  # a chat chunk as another endpoint's chunk
 
-    def __init__(self, stream: Streaming, headers: Mapping[str, str], client_wants_usage: bool) -> None:
+
+class SSEResponse(StreamingResponse):
+    """An event stream whose ``Streaming`` is always closed, even if it was never iterated.
+    ``shape`` turns each chat chunk (the usage chunk too) into another endpoint's chunk."""
+
+    def __init__(
+        self, stream: Streaming, headers: Mapping[str, str], client_wants_usage: bool, shape: Shape | None = None
+    ) -> None:
         super().__init__(
-            _events(stream, client_wants_usage), media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
+            _events(stream, client_wants_usage, shape),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, **headers},
         )
         self.stream = stream
 
@@ -46,14 +54,16 @@ class SSEResponse(StreamingResponse):
             await self.stream.aclose()
 
 
-async def _events(stream: Streaming, client_wants_usage: bool) -> AsyncGenerator[bytes, None]:
+async def _events(stream: Streaming, client_wants_usage: bool, shape: Shape | None) -> AsyncGenerator[bytes, None]:
     model_name = stream.model.name
     last: dict[str, Any] = {}
     try:
         batch = stream.first_batch()
         while batch:
             last = batch[-1]
-            payload = b"".join(p for chunk in batch if (p := _client_chunk(chunk, model_name, client_wants_usage)))
+            payload = b"".join(
+                p for chunk in batch if (p := _client_chunk(chunk, model_name, client_wants_usage, shape))
+            )
             if payload:
                 yield payload  # chunks that arrived together leave together: one write, not one per chunk
             batch = await stream.next_batch()
@@ -61,7 +71,8 @@ async def _events(stream: Streaming, client_wants_usage: bool) -> AsyncGenerator
             yield _error_event(stream.failure) + DONE
             return
         if client_wants_usage:
-            yield sse(_usage_chunk(last, model_name, stream.usage()))
+            usage = _usage_chunk(last, model_name, stream.usage_object())
+            yield sse(usage if shape is None else shape(usage))
         yield DONE
     finally:
         await stream.aclose()  # the request is finished before the response's last byte
@@ -75,7 +86,9 @@ def _error_event(reason: ErrorReason) -> bytes:
     return sse(error_body(message, "upstream_error", None, reason))
 
 
-def _client_chunk(chunk: dict[str, Any], model_name: str, client_wants_usage: bool) -> bytes | None:
+def _client_chunk(
+    chunk: dict[str, Any], model_name: str, client_wants_usage: bool, shape: Shape | None
+) -> bytes | None:
     if not chunk.get("choices"):
         return None  # the usage-only chunk: re-emitted once at the end if the client asked
     chunk["model"] = model_name
@@ -83,10 +96,10 @@ def _client_chunk(chunk: dict[str, Any], model_name: str, client_wants_usage: bo
         chunk["usage"] = None
     else:
         chunk.pop("usage", None)
-    return sse(chunk)
+    return sse(chunk if shape is None else shape(chunk))
 
 
-def _usage_chunk(last: dict[str, Any], model_name: str, usage: Usage) -> dict[str, Any]:
+def _usage_chunk(last: dict[str, Any], model_name: str, usage: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": last.get("id", ""),
         "object": "chat.completion.chunk",
@@ -94,5 +107,5 @@ def _usage_chunk(last: dict[str, Any], model_name: str, usage: Usage) -> dict[st
         "model": model_name,
         "system_fingerprint": last.get("system_fingerprint"),
         "choices": [],
-        "usage": usage.to_openai(),
+        "usage": usage,
     }

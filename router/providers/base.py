@@ -38,14 +38,21 @@ def usage_from_openai(usage: Any) -> Usage | None:
         return None
     if not isinstance(usage, dict):
         raise UpstreamError("bad_response", "upstream sent a usage that is not an object")
-    details = usage.get("prompt_tokens_details")
-    if details is not None and not isinstance(details, dict):
-        raise UpstreamError("bad_response", "upstream sent prompt_tokens_details that is not an object")
+    prompt_details = _details(usage, "prompt_tokens_details")
+    completion_details = _details(usage, "completion_tokens_details")
     return Usage(
         input_tokens=_token_count(usage.get("prompt_tokens")),
         output_tokens=_token_count(usage.get("completion_tokens")),
-        cached_tokens=_token_count(details.get("cached_tokens")) if details else 0,
+        cached_tokens=_token_count(prompt_details.get("cached_tokens")) if prompt_details else 0,
+        reasoning_tokens=_token_count(completion_details.get("reasoning_tokens")) if completion_details else 0,
     )
+
+
+def _details(usage: dict[str, Any], name: str) -> dict[str, Any] | None:
+    details = usage.get(name)
+    if details is not None and not isinstance(details, dict):
+        raise UpstreamError("bad_response", f"upstream sent {name} that is not an object")
+    return details
 
 
 MAX_TOKEN_COUNT = 2**31  # more tokens than any context window: a broken counter, not usage
