@@ -1,13 +1,16 @@
-"""Closed-loop asyncio load generator for OpenAI-compatible /v1/chat/completions.
+"""Closed-loop asyncio load generator for OpenAI-compatible /v1/chat/completions
+(or, with ``api="responses"``, the same exchange as /v1/responses).
 
 `concurrency` workers share one pooled aiohttp session (connector limit >=
 concurrency) and each sends requests back to back, for a fixed number of
 requests or a fixed duration. Every response must be HTTP 200 and complete:
 JSON must carry choices[0].message.content; a stream must deliver at least one
-`data: {...}` chunk and end with `data: [DONE]`. Anything else counts as an error.
+`data: {...}` chunk and end with `data: [DONE]`. A Responses answer must be `completed`
+with a message in `output`; its stream must end with a `response.completed` event.
+Anything else counts as an error.
 
 Standalone:  python -m benchmarks.loadgen --url http://127.0.0.1:9101/v1 \
-                 --model gpt-4o-mini --concurrency 32 --duration 5 [--stream]
+                 --model gpt-4o-mini --concurrency 32 --duration 5 [--stream] [--api responses]
 """
 
 from __future__ import annotations
@@ -34,6 +37,29 @@ def make_payload(model: str, stream: bool) -> bytes:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return orjson.dumps(body)
+
+
+def make_responses_payload(model: str, stream: bool) -> bytes:
+    """The chat exchange above as a Responses request (the proxy translates it to the same
+    chat body). ``store: false``: the comparison is of the translation, not of the store."""
+    body = {
+        "model": model,
+        "instructions": MESSAGES[0]["content"],
+        "input": MESSAGES[1]["content"],
+        "max_output_tokens": 64,
+        "temperature": 0,
+        "store": False,
+    }
+    if stream:
+        body["stream"] = True
+    return orjson.dumps(body)
+
+
+def _responses_text(obj: dict) -> str:
+    if obj["status"] != "completed":
+        raise ValueError(f"status {obj['status']}")
+    message = next(item for item in obj["output"] if item["type"] == "message")
+    return message["content"][0]["text"]
 
 
 def percentile(sorted_vals: list[float], p: float) -> float:
@@ -94,7 +120,13 @@ def make_session(concurrency: int, timeout_s: float = 30.0) -> aiohttp.ClientSes
 
 
 async def _one(
-    session: aiohttp.ClientSession, url: str, payload: bytes, headers: dict, stream: bool, res: LoadResult
+    session: aiohttp.ClientSession,
+    url: str,
+    payload: bytes,
+    headers: dict,
+    stream: bool,
+    res: LoadResult,
+    responses: bool = False,
 ) -> None:
     t0 = time.perf_counter()
     try:
@@ -109,7 +141,14 @@ async def _one(
                 done = False
                 first = None
                 async for line in r.content:  # line by line; consumes to EOF so the connection is reused
-                    if line.startswith(b"data: "):
+                    if responses:  # no [DONE]: the stream ends with response.completed
+                        if line.startswith(b"event: "):
+                            done = line.startswith(b"event: response.completed")
+                        elif line.startswith(b"data: "):
+                            chunks += 1
+                            if first is None:
+                                first = time.perf_counter()
+                    elif line.startswith(b"data: "):
                         if line.startswith(b"data: [DONE]"):
                             done = True
                         else:
@@ -124,7 +163,8 @@ async def _one(
             else:
                 body = await r.read()
                 obj = orjson.loads(body)
-                if not isinstance(obj["choices"][0]["message"]["content"], str):
+                text = _responses_text(obj) if responses else obj["choices"][0]["message"]["content"]
+                if not isinstance(text, str):
                     raise ValueError("no content")
         res.latencies.append(time.perf_counter() - t0)
         res.ok += 1
@@ -143,12 +183,15 @@ async def run_load(
     duration: float | None = None,
     requests: int | None = None,
     headers: dict | None = None,
+    api: str = "chat",
 ) -> LoadResult:
-    """Run `requests` requests (or for `duration` seconds) with `concurrency` workers."""
+    """Run `requests` requests (or for `duration` seconds) with `concurrency` workers;
+    ``api``: "chat" (/chat/completions) or "responses" (/responses)."""
     if (duration is None) == (requests is None):
         raise ValueError("give exactly one of duration / requests")
-    url = url.rstrip("/") + "/chat/completions"
-    payload = make_payload(model, stream)
+    responses = api == "responses"
+    url = url.rstrip("/") + ("/responses" if responses else "/chat/completions")
+    payload = make_responses_payload(model, stream) if responses else make_payload(model, stream)
     hdrs = {"Content-Type": "application/json", "Authorization": "Bearer bench-key", **(headers or {})}
     res = LoadResult(concurrency=concurrency, stream=stream)
     remaining = [requests or 0]
@@ -163,7 +206,7 @@ async def run_load(
                 remaining[0] -= 1
             elif time.perf_counter() >= deadline:
                 return
-            await _one(session, url, payload, hdrs, stream, res)
+            await _one(session, url, payload, hdrs, stream, res, responses)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     res.elapsed_s = time.perf_counter() - t_start
@@ -180,6 +223,7 @@ async def _main(a) -> None:
             concurrency=a.concurrency,
             duration=a.duration if a.requests is None else None,
             requests=a.requests,
+            api=a.api,
         )
     print(orjson.dumps(res.summary(), option=orjson.OPT_INDENT_2).decode())
 
@@ -192,6 +236,7 @@ def main(argv=None) -> None:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--requests", type=int, default=None, help="fixed request count instead of --duration")
     ap.add_argument("--stream", action="store_true")
+    ap.add_argument("--api", choices=("chat", "responses"), default="chat", help="endpoint (responses: proxy only)")
     a = ap.parse_args(argv)
     try:
         import uvloop

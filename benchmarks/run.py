@@ -1,6 +1,6 @@
 """Proxy benchmark: direct fake upstream vs bare proxy vs tier-router vs LiteLLM proxy.
 
-    .venv/bin/python -m benchmarks.run [--quick] [--skip-litellm] [--duration SECONDS]
+    .venv/bin/python -m benchmarks.run [--quick] [--skip-litellm] [--duration SECONDS] [--responses]
 
 Starts every server as its own subprocess (own process group, 127.0.0.1 only),
 then for each concurrency and mode (JSON / stream) measures each target in turn,
@@ -218,6 +218,7 @@ class Target:
     version: str = ""
     headers: dict = field(default_factory=dict)  # extra request headers (e.g. auth)
     cells: dict = field(default_factory=dict)
+    api: str = "chat"  # loadgen endpoint: "chat" or "responses" (tier-router translates to chat)
 
 
 def _pkg_version(python: Path, dist: str) -> str:
@@ -310,7 +311,9 @@ async def smoke(t: Target) -> None:
     """One JSON and one streaming request must succeed."""
     async with make_session(1) as s:
         for stream in (False, True):
-            r = await run_load(s, t.base_url, t.model, stream=stream, concurrency=1, requests=1, headers=t.headers)
+            r = await run_load(
+                s, t.base_url, t.model, stream=stream, concurrency=1, requests=1, headers=t.headers, api=t.api
+            )
             if r.ok != 1:
                 raise RuntimeError(f"smoke {'stream' if stream else 'JSON'} request failed: {dict(r.error_samples)}")
 
@@ -345,7 +348,7 @@ async def measure_cell(t: Target, cpu_proc: Proc, conc: int, stream: bool, a) ->
     async with make_session(conc) as s:
         if a.warmup > 0:
             await run_load(
-                s, t.base_url, t.model, stream=stream, concurrency=conc, duration=a.warmup, headers=t.headers
+                s, t.base_url, t.model, stream=stream, concurrency=conc, duration=a.warmup, headers=t.headers, api=t.api
             )
         pids = cpu_proc.tree()
         peak = [rss_bytes(pids)]
@@ -364,11 +367,25 @@ async def measure_cell(t: Target, cpu_proc: Proc, conc: int, stream: bool, a) ->
         sys0, ours0 = system_busy_seconds(), our_cpu_seconds()
         if a.requests:
             res = await run_load(
-                s, t.base_url, t.model, stream=stream, concurrency=conc, requests=a.requests, headers=t.headers
+                s,
+                t.base_url,
+                t.model,
+                stream=stream,
+                concurrency=conc,
+                requests=a.requests,
+                headers=t.headers,
+                api=t.api,
             )
         else:
             res = await run_load(
-                s, t.base_url, t.model, stream=stream, concurrency=conc, duration=a.duration, headers=t.headers
+                s,
+                t.base_url,
+                t.model,
+                stream=stream,
+                concurrency=conc,
+                duration=a.duration,
+                headers=t.headers,
+                api=t.api,
             )
         c1 = cpu_seconds(pids)
         sys1, ours1 = system_busy_seconds(), our_cpu_seconds()
@@ -417,6 +434,45 @@ def table_rows(targets: list[Target], concs: list[int]) -> list[str]:
     return rows
 
 
+async def responses_target(router: Target) -> Target:
+    """The same tier-router process, driven over /v1/responses (translated to chat upstream)."""
+    t = Target("router-responses", "tier-router /v1/responses", router.base_url, router.model, api="responses")
+    t.version, t.proc, t.reason = router.version, router.proc, router.reason
+    if router.available:
+        try:
+            await smoke(t)
+            t.available, t.start_s, t.idle_rss, t.peak_rss = True, router.start_s, router.idle_rss, router.idle_rss or 0
+        except Exception as e:
+            t.reason = str(e).strip() or type(e).__name__
+            print(f"[start] {t.label}: UNAVAILABLE - {t.reason}", flush=True)
+    return t
+
+
+def responses_rows(targets: list[Target], concs: list[int]) -> list[str]:
+    """/v1/responses vs /v1/chat/completions on tier-router: the proxy overhead (target minus
+    direct, p50) and CPU per request, and their ratios (issue 11: at most 1.3x)."""
+    by_key = {t.key: t for t in targets}
+    direct, chat, resp = by_key.get("direct"), by_key.get("router"), by_key.get("router-responses")
+    if not (direct and chat and resp and chat.available and resp.available):
+        return []
+    rows = [
+        "| conc | mode | chat +p50 ms | responses +p50 ms | ratio | chat CPU ms/req | responses CPU ms/req | ratio |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for conc in concs:
+        for mode in ("json", "stream"):
+            base, c, r = (t.cells.get((conc, mode)) for t in (direct, chat, resp))
+            if not (base and c and r) or None in (base["p50_ms"], c["p50_ms"], r["p50_ms"]):
+                continue
+            over_c, over_r = c["p50_ms"] - base["p50_ms"], r["p50_ms"] - base["p50_ms"]
+            cpu_c, cpu_r = c["cpu_ms_per_req"], r["cpu_ms_per_req"]
+            rows.append(
+                f"| {conc} | {mode} | {_f(over_c)} | {_f(over_r)} | {_f(over_r / over_c if over_c > 0 else None)} | "
+                f"{_f(cpu_c, 3)} | {_f(cpu_r, 3)} | {_f(cpu_r / cpu_c if cpu_c and cpu_r else None)} |"
+            )
+    return rows
+
+
 def startup_rows(targets: list[Target]) -> list[str]:
     rows = [
         "| target | status | version | start s (spawn → health 200) | idle RSS MB | peak RSS MB |",
@@ -462,6 +518,13 @@ def write_results(path: Path, targets, concs, a, started: dt.datetime, wall_s: f
         *startup_rows(targets),
         "",
     ]
+    if compared := responses_rows(targets, concs):
+        lines += [
+            "## /v1/responses vs /v1/chat/completions (tier-router, same exchange, `store: false`)",
+            "",
+            *compared,
+            "",
+        ]
     path.write_text("\n".join(lines))
     raw = {
         "command": cmd,
@@ -559,6 +622,8 @@ async def amain(a) -> int:
             a.router_timeout,
         )
         targets.append(router)
+        if a.responses:
+            targets.append(await responses_target(router))
 
     # -- LiteLLM proxy
     if not a.skip_litellm:
@@ -652,6 +717,9 @@ async def amain(a) -> int:
     print("\n".join(table_rows(targets, concs)))
     print()
     print("\n".join(startup_rows(targets)))
+    if compared := responses_rows(targets, concs):
+        print()
+        print("\n".join(compared))
     print(f"\n[done] wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out} in {wall:.0f}s", flush=True)
     return 0
 
@@ -685,6 +753,11 @@ def parse_args(argv=None):
         "--no-bytecode-cache",
         action="store_true",
         help="do not precompile into benchmarks/.pycache; run servers with the environment as is",
+    )
+    ap.add_argument(
+        "--responses",
+        action="store_true",
+        help="also drive tier-router over /v1/responses (translated to the chat upstream) and compare with chat",
     )
     ap.add_argument("--output", default=str(BENCH / "RESULTS.md"))
     a = ap.parse_args(argv)
