@@ -1,23 +1,25 @@
 """The exception tree every layer raises, each turned into OpenAI's error shape.
 
 RouterError                      -> {"error": {"message", "type", "param", "code"}}
-├── InvalidRequest        400    bad JSON, bad or forbidden field
-├── UnsupportedMediaType  415    body that is not JSON
-├── ForbiddenField        400    a top-level connection/credential/mock field (InvalidRequest)
-├── NestingTooDeep        400    objects and arrays nested too deep (InvalidRequest)
-├── AuthenticationFailed  401    missing or wrong client key
-├── PermissionDenied      403    the key may not use this route or override the tier
-├── QuotaExceeded         429    a budget is spent (insufficient_quota)
-├── RateLimited           429    a key's rpm or tpm (rate_limit_exceeded)
-├── StateStoreDown        503    shared state unreachable and the feature fails closed
-├── ModelNotFound         404    unknown route or model (lists the valid ones)
-├── BodyTooLarge          413    body over ROUTER_MAX_BODY_MB
-├── HeadersTooLarge       431    more than 100 headers or 32 KiB of them
-├── NoCandidate           400/503 nothing in the policy can serve the request
-├── UpstreamFailure       502/503/504 every candidate failed (last error summarised)
-│   └── UpstreamSaturated 503    every candidate's connections were busy (Retry-After)
-├── InternalFailure       502    an exception nobody expected (logged; the request is accounted)
-└── ClientDisconnected    499    the client left before the answer was ready (nobody reads it)
+├── InvalidRequest            400    bad JSON, a bad field
+│   ├── ForbiddenField        400    a top-level connection/credential/mock field
+│   ├── NestingTooDeep        400    objects and arrays nested too deep
+│   ├── UntranslatableRequest 400    a Responses field chat cannot carry (router/responses/errors.py)
+│   │   └── BuiltinToolUnsupported 400  a built-in tool on a translated route
+│   ├── ModelNotFound         404    unknown route or model (lists the valid ones)
+│   ├── BodyTooLarge          413    body over ROUTER_MAX_BODY_MB
+│   ├── UnsupportedMediaType  415    body that is not JSON
+│   └── HeadersTooLarge       431    too many or too large headers (the HTTP protocol answers first)
+├── AuthenticationFailed      401    missing or wrong client key
+├── PermissionDenied          403    the key may not use this route or override the tier
+├── QuotaExceeded             429    a budget is spent (insufficient_quota)
+├── RateLimited               429    a key's rpm or tpm (rate_limit_exceeded)
+├── StateStoreDown            503    shared state unreachable and the feature fails closed
+├── NoCandidate               400/503 nothing in the policy can serve the request
+├── UpstreamFailure           502/503/504 every candidate failed (last error summarised)
+│   └── UpstreamSaturated     503    every candidate's connections were busy (Retry-After)
+├── InternalFailure           502    an exception nobody expected (logged; the request is accounted)
+└── ClientDisconnected        499    the client left before the answer was ready (nobody reads it)
 """
 
 from __future__ import annotations
