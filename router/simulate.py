@@ -7,7 +7,7 @@ cost is the request's usage × the chosen model's price and the savings are agai
 called. Input is JSONL, read one line at a time (constant memory), two kinds of line:
 
 - a request: ``{"body": {...}, "headers": {...}, "key": "<key name>", "usage": {...}}``
-  (only ``body`` is required; a Responses body is translated to chat first; without ``usage``
+  (only ``body`` is required; ``team`` labels a request whose key the policy lacks; a Responses body is translated to chat first; without ``usage``
   the engine's estimate is used and counted as estimated);
 - a line of the proxy's own access log (``logger`` = ``router.access``): it carries the
   asked route, the key's name, the router's prompt count, requested output, capabilities,
@@ -46,6 +46,7 @@ class RequestLine:
     headers: Mapping[str, str]
     key: str | None
     usage: Usage | None
+    team: str | None = None  # a label for a request whose key the policy does not know
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,17 +119,16 @@ def parse_line(where: str, raw: bytes) -> Traffic | None:
 
 
 def _request_line(where: str, data: dict[str, Any]) -> RequestLine:
-    body, headers, key = data["body"], data.get("headers") or {}, data.get("key")
+    body, headers, key, team = data["body"], data.get("headers") or {}, data.get("key"), data.get("team")
     if not isinstance(body, dict):
         raise ValueError("'body' must be a JSON object (a chat, responses or embeddings request)")
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ValueError("'headers' must map header names to strings")
-    if key is not None and not isinstance(key, str):
-        raise ValueError("'key' must be a key name (a string)")
+    if not all(value is None or isinstance(value, str) for value in (key, team)):
+        raise ValueError("'key' and 'team' must be names (strings)")
     usage = data.get("usage")
-    return RequestLine(
-        where, body, {k.lower(): v for k, v in headers.items()}, key, None if usage is None else _usage(usage)
-    )
+    lowered = {k.lower(): v for k, v in headers.items()}
+    return RequestLine(where, body, lowered, key, None if usage is None else _usage(usage), team)
 
 
 def _usage(usage: Any) -> Usage:
@@ -158,7 +158,7 @@ class Replayer:
 
     def _replay_request(self, request: RequestLine) -> Replayed:
         key = self.keys_by_name.get(request.key) if request.key else None
-        team = key.team if key else "none"
+        team = key.team if key else (request.team or "none")
         asked = request.body.get("model") or self.policy.defaults.route
         try:
             operation, chat_body = _routed_body(self.policy, request.body)
