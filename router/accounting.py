@@ -54,6 +54,9 @@ class RequestRecord:
     n: int = 1
     difficulty: float | None = None  # on an escalating route: the predicted difficulty
     escalation_tier: str | None = None  # and the tier its difficulty step chose
+    needs: frozenset[str] = frozenset()  # capabilities the request needs (tools, vision, json_schema)
+    read_headers: dict[str, str] | None = None  # values of the headers the policy reads, if sent
+    refusable_params: frozenset[str] = frozenset()  # body parameters some provider would refuse
 
 
 class StreamTally:
@@ -171,13 +174,23 @@ class Accountant:
 
 
 def access_fields(record: RequestRecord) -> dict[str, object]:
-    """The routed part of a request's access-log line: never a key or a prompt."""
+    """The routed part of a request's access-log line: never a key or a prompt. It carries
+    what ``router simulate`` needs to decide the request again: the asked route, the key's
+    name, the router's prompt count, requested output, ``n``, needed capabilities, the values
+    of the headers the policy reads, refusable parameters, tokens and the difficulty."""
     usage = record.usage or Usage()
     return {
         "operation": record.operation,
         "route": record.route,
         "tier": record.tier,
         "team": record.team,
+        "key": record.key_name,
+        "estimated_prompt_tokens": record.prompt_tokens,
+        "max_output_tokens": record.requested_output_tokens,
+        "n": record.n,
+        "needs": sorted(record.needs),
+        "headers": record.read_headers or {},
+        "params": sorted(record.refusable_params),
         "model": record.model.name if record.model else None,
         "provider": record.model.provider if record.model else None,
         "stream": record.stream,
@@ -189,7 +202,7 @@ def access_fields(record: RequestRecord) -> dict[str, object]:
         "cost_usd": round(record.cost_usd, 10),
         "cost_estimated": record.usage_estimated,
         "ttft_s": round(record.ttft_s, 6) if record.ttft_s is not None else None,
-        "difficulty": round(record.difficulty, 3) if record.difficulty is not None else None,
+        "difficulty": round(record.difficulty, 6) if record.difficulty is not None else None,
         "outcome": record.outcome,
         "error_type": record.error_type,
     }

@@ -1,22 +1,28 @@
-"""The ``router`` command: serve, check, explain, calibrate, keys."""
+"""The ``router`` command: serve, check, explain, calibrate, simulate, keys."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import orjson
 import typer
 
 from router.policy.loader import PolicyError, load_policy
 
+if TYPE_CHECKING:
+    from router.simulate import Malformed, Traffic
+
 cli = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="tier-router: route each request to the cheapest model that meets its tier.",
 )
+SimulateFormat = Literal["table", "json", "markdown"]
 PolicyOption = Annotated[
     Path | None, typer.Option("--policy", help="policy file (default: ROUTER_POLICY or policies/default.yaml)")
 ]
@@ -137,6 +143,92 @@ def calibrate(
     predictor = load_predictor()
     found = calibration.thresholds([predictor.score(messages) for messages in sample], shares)
     typer.echo(calibration.report(chosen, found, len(sample), str(requests)))
+
+
+MALFORMED_SHOWN = 20  # malformed lines listed on stderr; the rest are only counted
+
+
+@cli.command()
+def simulate(
+    inputs: Annotated[
+        list[Path], typer.Argument(metavar="INPUT...", help="JSONL: requests or access-log lines; - for stdin")
+    ],
+    policy: Annotated[Path, typer.Option("--policy", help="the policy to replay the traffic through")],
+    compare: Annotated[Path | None, typer.Option("--compare", help="a second policy to compare with")] = None,
+    output_format: Annotated[
+        SimulateFormat, typer.Option("--format", help="table, json or markdown (a pull-request comment)")
+    ] = "table",
+    fail_on_cost_increase: Annotated[
+        float | None,
+        typer.Option("--fail-on-cost-increase", metavar="PCT", help="exit 3 when --compare costs more than PCT % more"),
+    ] = None,
+    per_request: Annotated[
+        Path | None, typer.Option("--per-request", metavar="OUT.jsonl", help="write each request's decision here")
+    ] = None,
+) -> None:
+    """Replay traffic through a policy (no upstream call): cost, savings and where requests go."""
+    from router import simulate as sim
+    from router.simulate_report import render
+
+    paths = [policy, *([compare] if compare else [])]
+    replayers = []
+    for path in paths:
+        try:
+            replayers.append(sim.Replayer(load_policy(path)))
+        except PolicyError as exc:
+            _fail(exc.errors)
+    if fail_on_cost_increase is not None and compare is None:
+        _fail(["--fail-on-cost-increase needs --compare: the policy whose cost may not increase"])
+    shown = 0
+
+    def on_malformed(item: sim.Malformed) -> None:
+        nonlocal shown
+        shown += 1
+        if shown <= MALFORMED_SHOWN:
+            typer.echo(f"{item.line}: skipped: {item.problem}", err=True)
+
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(per_request.open("wb")) if per_request else None
+
+        def on_request(item: sim.Traffic, outcomes: list[sim.Replayed]) -> None:
+            assert out is not None
+            row = {"line": item.line, **sim.per_request_json(outcomes[0])}
+            if len(outcomes) > 1:
+                row["compare"] = sim.per_request_json(outcomes[1])
+            out.write(orjson.dumps(row) + b"\n")
+
+        try:
+            traffic = _traffic(inputs, stack)
+            result = sim.simulate(
+                replayers, [str(p) for p in paths], traffic, on_malformed, on_request if out else None
+            )
+        except OSError as exc:
+            _fail([f"{exc.filename or 'input'}: {exc.strerror}"])
+            return
+    if result.malformed > MALFORMED_SHOWN:
+        typer.echo(f"… and {result.malformed - MALFORMED_SHOWN} more malformed line(s)", err=True)
+    if output_format == "json":
+        typer.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        typer.echo(render(result, markdown=output_format == "markdown"), nl=False)
+    increase = result.cost_increase_percent()
+    if fail_on_cost_increase is not None and increase is not None and increase > fail_on_cost_increase:
+        typer.echo(
+            f"{compare} costs {increase:.1f} % more than {policy} (allowed: {fail_on_cost_increase:g} %)", err=True
+        )
+        raise typer.Exit(code=3)
+
+
+def _traffic(inputs: list[Path], stack: contextlib.ExitStack) -> Iterator[Traffic | Malformed]:
+    """Every input's lines in turn, each file opened only when its turn comes."""
+    from router.simulate import read_traffic
+
+    for path in inputs:
+        if str(path) == "-":
+            yield from read_traffic("-", sys.stdin.buffer)
+            continue
+        stream = stack.enter_context(path.open("rb"))
+        yield from read_traffic(str(path), stream)
 
 
 def _header(text: str) -> tuple[str, str]:

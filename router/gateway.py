@@ -418,6 +418,10 @@ class Gateway:
         if record is not None:
             record.route, record.tier, record.prompt_tokens = decision.route, decision.tier, decision.prompt_tokens
             record.difficulty, record.escalation_tier = decision.difficulty, decision.escalation_tier
+            record.requested_output_tokens, record.n = features.requested_output_tokens, features.n
+            record.needs, record.refusable_params = features.needs, features.params & policy.refusable_params
+            sent = {name: value for name in policy.read_headers if (value := headers.get(name)) is not None}
+            record.read_headers = sent or None
         if not decision.candidates:
             raise no_candidate_error(decision, health, now)
         return decision, features

@@ -412,7 +412,7 @@ def test_routed_answers_carry_x_router_difficulty_and_go_to_the_tier_the_step_na
     assert (stream.headers["x-router-difficulty"], stream.headers["x-router-tier"]) == (f"{scores[1]:.3f}", "frontier")
     list(stream.parse())
     logged = [r.difficulty for r in caplog.records if r.name == "router.access" and r.path == "/v1/chat/completions"]
-    assert logged == [round(scores[0], 3), round(scores[1], 3), round(scores[1], 3)]
+    assert logged == [round(scores[0], 6), round(scores[1], 6), round(scores[1], 6)]
     samples = scrape(escalating_router.url)
     assert metric_sum(samples, "router_escalations_total", route="auto", tier="small") == 1
     assert metric_sum(samples, "router_escalations_total", route="auto", tier="frontier") == 2

@@ -186,10 +186,19 @@ class Policy:
     keys: Mapping[str, ClientKey] = field(default_factory=dict)  # by hex digest
     team_budgets: Mapping[str, Budget] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()  # located, e.g. a literal api_key in the file
+    # Worked out once per policy for the access log (what a replay needs, nothing more): the
+    # request headers the engine reads (the rules' and ``x-router-tier``), and the body
+    # parameters a provider that refuses unsupported ones would refuse.
+    read_headers: frozenset[str] = field(default=frozenset(), init=False)
+    refusable_params: frozenset[str] = field(default=frozenset(), init=False)
 
     def __post_init__(self) -> None:
         for name in ("providers", "models", "routes", "keys", "team_budgets"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        read = {name for rule in self.rules if rule.headers for name in rule.headers}
+        object.__setattr__(self, "read_headers", frozenset({*read, "x-router-tier"}))
+        refusable = {p for v in self.providers.values() if v.on_unsupported == "refuse" for p in v.unsupported_params}
+        object.__setattr__(self, "refusable_params", frozenset(refusable))
 
     def timeouts_for(self, route: str, model: Model) -> Timeouts:
         d = self.defaults
