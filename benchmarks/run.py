@@ -433,6 +433,19 @@ def startup_rows(targets: list[Target]) -> list[str]:
     return rows
 
 
+KEEP_MARKER = "<!-- Everything below this line is kept when benchmarks.run rewrites this file. -->"
+
+
+def _kept_sections(path: Path) -> str:
+    """The hand-written sections at the end of an existing results file (after KEEP_MARKER)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    _, marker, kept = text.partition(KEEP_MARKER)
+    return "\n" + marker + kept if marker else ""
+
+
 def write_results(path: Path, targets, concs, a, started: dt.datetime, wall_s: float) -> None:
     cmd = " ".join([".venv/bin/python -m benchmarks.run", *sys.argv[1:]])
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
@@ -462,7 +475,7 @@ def write_results(path: Path, targets, concs, a, started: dt.datetime, wall_s: f
         *startup_rows(targets),
         "",
     ]
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + _kept_sections(path))
     raw = {
         "command": cmd,
         "date": started.isoformat(),
