@@ -580,7 +580,7 @@ async def amain(a) -> int:
         cmd = (
             [sys.executable, "-m", "benchmarks.fastapi_app"]
             if fast.version
-            else "fastapi is not installed in this venv (.venv/bin/uv pip install fastapi)"
+            else "fastapi is not installed in this venv (make install-dev)"
         )
         fenv = {
             **env_common,
