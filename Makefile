@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: run test lint typecheck install install-dev services check bench clean
+.PHONY: run test lint typecheck install install-dev services check bench train-difficulty check-difficulty clean
 
 run: $(VENV)/.runtime
 	$(BIN)/router serve
@@ -45,6 +45,18 @@ check: $(VENV)/.runtime
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m benchmarks.run
+
+# the shared outcomes file: beside the checkout, or at the workspace's absolute path
+DIFFICULTY_DATA ?= $(firstword $(wildcard ../shared/data/routing/outcomes_train.csv /work/shared/data/routing/outcomes_train.csv) ../shared/data/routing/outcomes_train.csv)
+
+# Re-train the difficulty predictor: writes router/difficulty/model.json (same data → same bytes).
+train-difficulty: $(VENV)/.dev
+	$(BIN)/python scripts/train_difficulty.py --data $(DIFFICULTY_DATA)
+
+# Re-train into a temporary file and require the shipped model to be byte-identical.
+check-difficulty: $(VENV)/.dev
+	tmp=$$(mktemp) && $(BIN)/python scripts/train_difficulty.py --data $(DIFFICULTY_DATA) --out $$tmp \
+		&& cmp $$tmp router/difficulty/model.json && rm -f $$tmp && echo "difficulty model reproduced byte for byte"
 
 lock: $(BIN)/uv
 	$(BIN)/uv pip compile pyproject.toml -o requirements.lock --python-version 3.11

@@ -1,8 +1,9 @@
 """What one request did and cost: recorded as metrics and as one access-log line.
 
-A ``RequestRecord`` travels with the request; the dispatcher adds its attempts, the
-response path adds usage and outcome, and ``Accountant.finish`` writes everything once.
-Usage the upstream did not report is estimated with the tokenizer and marked so.
+A ``RequestRecord`` travels with the request and is written by its owner, the gateway's
+operation, alone; the dispatcher keeps its attempts in the record's ``Trail``.
+``Accountant.finish`` turns a finished record into metrics once. Usage the upstream did not
+report is estimated with the tokenizer and marked so.
 """
 
 from __future__ import annotations
@@ -11,31 +12,38 @@ import time
 from dataclasses import dataclass, field
 
 from router import costs
-from router.metrics import OUTCOMES, Metrics
+from router.metrics import Metrics
 from router.policy import tokens
 from router.policy.model import Model, Policy, Price, gpu_price
-from router.providers.base import Usage
-from router.state.base import BudgetScope
+from router.types import OUTCOMES, BudgetScope, ErrorReason, Operation, Outcome, Usage
+
+
+@dataclass(slots=True)
+class Trail:
+    """The upstream attempts of one request, kept by the dispatcher."""
+
+    attempts: int = 0
+    upstream_s: float = 0.0  # time spent waiting on upstreams, streams included
+    last_model: Model | None = None  # the model that failed last, if any
 
 
 @dataclass(slots=True)
 class RequestRecord:
     request_id: str
-    operation: str  # chat | embeddings
-    route: str
-    tier: str
+    operation: Operation
+    route: str  # a route, tier or model of the policy, or "other" before one is known
+    tier: str = "none"
     team: str = "none"
     stream: bool = False
     prompt_tokens: int = 0
     started: float = field(default_factory=time.perf_counter)
-    upstream_s: float = 0.0
+    trail: Trail = field(default_factory=Trail)
     ttft_s: float | None = None
-    attempts: int = 0
     model: Model | None = None
     usage: Usage | None = None
     usage_estimated: bool = False
-    outcome: str = "success"
-    error_type: str = "none"
+    outcome: Outcome = "success"
+    error_type: str = "none"  # an ErrorReason, an HTTP status, "cancelled" or "none": bounded
     cost_usd: float = 0.0
     finished: bool = False
     key_name: str | None = None
@@ -46,8 +54,8 @@ class RequestRecord:
 
 
 class StreamTally:
-    """What a stream relay saw: usage, generated text (for estimates), upstream wait,
-    outcome, and whether its failure is the model's (a bug of ours is not)."""
+    """What a ``dispatch.Streaming`` saw: usage, generated text (for estimates), upstream
+    wait, first chunk, outcome, and whether its failure is the model's (a bug of ours is not)."""
 
     __slots__ = (
         "blames_model",
@@ -66,8 +74,8 @@ class StreamTally:
         self.text: list[str] = []
         self.upstream_s = 0.0
         self.first_chunk_at: float | None = None
-        self.outcome = "success"
-        self.error_reason: str | None = None
+        self.outcome: Outcome = "success"
+        self.error_reason: ErrorReason | None = None
         self.blames_model = True
 
 
@@ -87,9 +95,10 @@ class Accountant:
         return gpu_price(model.gpu_hour_usd, measured)
 
     def _measure_throughput(self, record: RequestRecord, model: Model, usage: Usage) -> None:
-        if record.outcome != "success" or record.usage_estimated or usage.output_tokens < 1 or record.upstream_s <= 0:
+        upstream_s = record.trail.upstream_s
+        if record.outcome != "success" or record.usage_estimated or usage.output_tokens < 1 or upstream_s <= 0:
             return
-        observed = usage.output_tokens / record.upstream_s
+        observed = usage.output_tokens / upstream_s
         previous = self.tokens_per_second.get(model.name)
         self.tokens_per_second[model.name] = (
             observed if previous is None else previous + THROUGHPUT_WEIGHT * (observed - previous)
@@ -100,7 +109,7 @@ class Accountant:
         record: RequestRecord,
         model: Model,
         duration_s: float,
-        error_reason: str | None,
+        error_reason: ErrorReason | None,
         usage: Usage | None = None,
     ) -> None:
         m = self.metrics
@@ -115,14 +124,11 @@ class Accountant:
     def fallback(self, from_model: Model, to_model: Model, reason: str) -> None:
         self.metrics.child(self.metrics.fallbacks, from_model.name, to_model.name, reason).inc()
 
-    def estimate_usage(self, record: RequestRecord, output_text: str) -> Usage:
-        record.usage_estimated = True
-        return Usage(record.prompt_tokens, tokens.count_text(output_text), 0)
+    def estimate_usage(self, prompt_tokens: int, output_text: str) -> Usage:
+        return Usage(prompt_tokens, tokens.count_text(output_text), 0)
 
-    def finish(self, record: RequestRecord, policy: Policy) -> None:
-        if record.finished:
-            return
-        record.finished = True
+    def finish(self, record: RequestRecord, policy: Policy) -> float:
+        """Count a finished request (once: its owner marks it ``finished``); its cost in USD."""
         elapsed = time.perf_counter() - record.started
         outcome = record.outcome if record.outcome in OUTCOMES else "other"
         model, m = record.model, self.metrics
@@ -130,27 +136,27 @@ class Accountant:
         provider = model.provider if model else "none"
         m.child(m.requests, record.route, record.tier, model_name, provider, outcome).inc()
         m.child(m.request_duration, record.route, record.tier, model_name, record.error_type).observe(elapsed)
-        m.child(m.overhead, record.route).observe(max(0.0, elapsed - record.upstream_s))
+        m.child(m.overhead, record.route).observe(max(0.0, elapsed - record.trail.upstream_s))
         if record.ttft_s is not None and model is not None:
             m.child(m.time_to_first_token, record.route, provider, model_name).observe(record.ttft_s)
         if model is not None and record.usage is not None:
-            self._bill(record, policy, model, record.usage)
+            return self._bill(record, policy, model, record.usage)
+        return 0.0
 
-    def _bill(self, record: RequestRecord, policy: Policy, model: Model, usage: Usage) -> None:
+    def _bill(self, record: RequestRecord, policy: Policy, model: Model, usage: Usage) -> float:
         m = self.metrics
         if model.gpu_hour_usd is not None:
             self._measure_throughput(record, model, usage)
-        record.cost_usd = costs.cost_usd(model, usage, self.price_of(model))
+        cost_usd = costs.cost_usd(model, usage, self.price_of(model))
         estimated = "true" if record.usage_estimated else "false"
-        m.child(m.cost, record.route, record.tier, model.name, model.provider, record.team, estimated).inc(
-            record.cost_usd
-        )
-        saved = costs.savings_usd(policy, model, record.cost_usd, usage)
+        m.child(m.cost, record.route, record.tier, model.name, model.provider, record.team, estimated).inc(cost_usd)
+        saved = costs.savings_usd(policy, model, cost_usd, usage)
         m.child(m.savings, record.route, record.team).inc(max(saved, 0.0))
         m.child(m.tokens, model.name, model.provider, "input").inc(usage.input_tokens)
         m.child(m.tokens, model.name, model.provider, "output").inc(usage.output_tokens)
         if usage.cached_tokens:
             m.child(m.tokens, model.name, model.provider, "cached").inc(usage.cached_tokens)
+        return cost_usd
 
 
 def access_fields(record: RequestRecord) -> dict[str, object]:
@@ -164,7 +170,7 @@ def access_fields(record: RequestRecord) -> dict[str, object]:
         "model": record.model.name if record.model else None,
         "provider": record.model.provider if record.model else None,
         "stream": record.stream,
-        "attempts": record.attempts,
+        "attempts": record.trail.attempts,
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "cached_tokens": usage.cached_tokens,

@@ -19,12 +19,13 @@ from starlette.responses import Response
 
 from router.api.health import routes as health_routes
 from router.api.openai import routes as api_routes
+from router.api.responses import routes as responses_routes
 from router.auth import AuthMiddleware
 from router.circuit import CircuitSettings
 from router.errors import RouterError, error_body
 from router.gateway import Gateway
 from router.metrics import Metrics
-from router.middleware import GuardMiddleware, RequestIdMiddleware
+from router.middleware import GuardMiddleware, PolicyMiddleware, RequestIdMiddleware
 from router.policy import tokens
 from router.policy.loader import load_policy
 from router.policy.model import Policy
@@ -32,6 +33,7 @@ from router.providers.registry import build_adapters, close_adapters
 from router.reload import PolicyReloader
 from router.runtime import Runtime
 from router.settings import Settings
+from router.snapshot import LivePolicy, PolicySnapshot
 from router.state.base import StateStore, StateUnavailable
 from router.state.memory import MemoryStateStore
 from router.state.resilient import ResilientStore
@@ -43,7 +45,16 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
     """Build the ASGI app. Raises ``PolicyError`` if the policy file is invalid."""
     loaded = policy or load_policy(settings.policy)
     metrics = Metrics()
-    runtime = Runtime(settings=settings, metrics=metrics, store=build_store(settings, loaded, metrics))
+    store = build_store(settings, loaded, metrics)
+    live = LivePolicy()  # its snapshot is set in the lifespan, once the adapters can be built
+    runtime = Runtime(
+        settings=settings,
+        metrics=metrics,
+        store=store,
+        gateway=Gateway(store, metrics, responses_ttl_s=settings.responses_ttl_s),
+        live=live,
+        reloader=PolicyReloader(settings, metrics, live),
+    )
     tokens.warm_up()
     log_policy_summary(loaded)
     for warning in loaded.warnings:
@@ -54,9 +65,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await check_store(runtime.store)
-        adapters = build_adapters(loaded, settings.upstream_max_connections)
-        runtime.gateway = Gateway(loaded, adapters, runtime.store, runtime.metrics)
-        runtime.reloader = PolicyReloader(runtime)
+        live.snapshot = PolicySnapshot.build(loaded, build_adapters(loaded, settings.upstream_max_connections))
         watcher = asyncio.ensure_future(runtime.reloader.watch()) if settings.watch_policy else None
         install_drain_on_sigterm(runtime)
         release_start_up_memory()
@@ -68,19 +77,20 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
             if watcher is not None:
                 watcher.cancel()
             await runtime.reloader.aclose()
-            await close_adapters(dict(runtime.gateway.adapters))
+            await close_adapters(dict(live.snapshot.adapters))
             await runtime.store.aclose()
 
     # Plain Starlette (FastAPI's base): the hot path needs no dependency injection or
     # OpenAPI, and FastAPI's extra ASGI layers measured ~20 µs per request here.
     app = Starlette(
-        routes=[*health_routes, *api_routes],
+        routes=[*health_routes, *api_routes, *responses_routes],
         lifespan=lifespan,
         exception_handlers={RouterError: _router_error, HTTPException: _http_error},
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes),
-            Middleware(AuthMiddleware, current_gateway=lambda: runtime.gateway),
+            Middleware(PolicyMiddleware, live=live),
+            Middleware(AuthMiddleware),
         ],
     )
     app.state.runtime = runtime

@@ -11,8 +11,6 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable
-from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -58,20 +56,19 @@ def _bearer_token(header: bytes | None) -> str | None:
 
 
 class AuthMiddleware:
-    """Checks the client key before any handler runs (on the ASGI path, not a rebuilt URL)."""
+    """Checks the client key before any handler runs (on the ASGI path, not a rebuilt URL),
+    against the keys of the policy ``PolicyMiddleware`` pinned to the request."""
 
-    def __init__(self, app: ASGIApp, current_gateway: Callable[[], Any]) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.current_gateway = current_gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        gateway = self.current_gateway()  # one gateway (one policy) for the whole request
-        state = scope.setdefault("state", {})
-        state["gateway"] = gateway
-        policy = gateway.policy
+        state = scope["state"]
+        policy: Policy = state["snapshot"].policy
+        state["client_key"] = None  # an open proxy: no key
         if policy.keys:
             header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
             try:
@@ -79,11 +76,7 @@ class AuthMiddleware:
             except AuthenticationFailed as error:
                 await _reject(send, error)
                 return
-        gateway.inflight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            gateway.inflight -= 1
+        await self.app(scope, receive, send)
 
 
 async def _reject(send: Send, error: AuthenticationFailed) -> None:

@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from router.policy.model import PER_MILLION, Budget, ClientKey, Defaults, Model, Policy, Price
-from router.state.base import MICRO, BudgetScope, RateLimit
+from router.state.base import MICRO
+from router.types import BudgetPeriod, BudgetScope, RateLimit
 
 DAY_S = 86_400
 
@@ -36,7 +37,7 @@ def _scope(name: str, budget: Budget, now: datetime) -> BudgetScope:
     return BudgetScope(name=name, window=window, limit_micros=to_micros(budget.usd), window_ttl_s=ttl, per=budget.per)
 
 
-def seconds_until_reset(per: str, now: datetime | None = None) -> int:
+def seconds_until_reset(per: BudgetPeriod, now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     if per == "day":
         tomorrow = datetime(now.year, now.month, now.day, tzinfo=UTC).timestamp() + DAY_S

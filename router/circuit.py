@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
 
-CircuitState = Literal["closed", "open", "half_open"]
+from router.types import CircuitState
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,10 +71,12 @@ def explain(
     header: Annotated[list[str] | None, typer.Option("--header", "-H", help="request header 'name: value'")] = None,
 ) -> None:
     """Print the routing decision for a request without calling any upstream."""
+    from router.api.requests import check_body_shape, check_explain_body
     from router.errors import RouterError
     from router.explain import decision_json
     from router.policy.engine import decide
-    from router.policy.features import features_for, request_kind
+    from router.policy.features import features_for
+    from router.types import MODEL_KIND
 
     policy_path = policy or Path(os.environ.get("ROUTER_POLICY", "policies/default.yaml"))
     try:
@@ -88,10 +90,15 @@ def explain(
     except orjson.JSONDecodeError as exc:
         _fail([f"{request_file}: not valid JSON ({exc.msg})"])
         return
+    if not isinstance(body, dict):
+        _fail([f"{request_file}: the request body must be a JSON object"])
+        return
     headers = dict(_header(h) for h in header or [])
-    kind = request_kind(body)
-    features = features_for(kind, body, headers)
     try:
+        check_body_shape(body)  # the same checks as POST /v1/router/explain
+        operation = check_explain_body(body, loaded.defaults.max_n)
+        kind = MODEL_KIND[operation]
+        features = features_for(kind, body, headers)
         decision = decide(loaded, body.get("model"), features, kind=kind, tier_override=headers.get("x-router-tier"))
     except RouterError as exc:
         _fail([exc.message])

@@ -1,26 +1,29 @@
-"""The request path between thin handlers and the parts: decide, admit, dispatch, account.
+"""Whole operations: each runs one request from its decision to its last byte's accounting.
 
-One ``Gateway`` per policy: it holds the policy, the adapters built from it, the state
-store, the dispatcher and the accountant, so a policy swap is one reference swap and a
-request sees one policy from start to end.
+``Gateway`` is built once per process with the services that outlive policy reloads (the
+state store, metrics, the accountant and its measured throughput, the dispatcher and its
+retry budget, the log throttles). Each operation (``chat``, ``embeddings``, ``responses``,
+``explain``) gets the request's pinned ``PolicySnapshot`` and returns a ``CompletedReply`` (a
+JSON body and headers) or a ``StreamingReply`` (a ``Streaming`` whose end finishes the request).
 
-A routed request is one operation (``chat``, ``embeddings``) that owns it from the
-decision on, inside ``_owning``: however it ends (an answer, an error, a cancel, the
-client leaving, an exception nobody expected) its record is finished exactly once and its
-budget reservations are settled or released. A stream leaves ``_owning`` with its first
-chunks; from then on the relay owns it and ``end_stream`` finishes it.
+A routed request is owned here alone: its ``RequestRecord`` is opened before the decision
+(so a request refused by it still gets an outcome, a metric and an access-log line),
+filled and finished only in this module, inside ``_owning``: however it ends (an answer,
+an error, a cancel, the client leaving, an exception nobody expected) it is finished
+exactly once and its budget reservations are settled or released. A stream leaves
+``_owning`` with its first chunks; its end hook (``_end_stream``) finishes it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
 import math
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,9 +32,9 @@ import orjson
 from starlette.requests import Request
 
 from router import budgets
-from router.accounting import Accountant, RequestRecord, StreamTally
+from router.accounting import Accountant, RequestRecord
 from router.circuit import ModelHealth
-from router.dispatch import Answered, Dispatcher
+from router.dispatch import Completed, Dispatcher, Streaming
 from router.errors import (
     ClientDisconnected,
     InternalFailure,
@@ -49,103 +52,270 @@ from router.metrics import Metrics
 from router.policy.engine import Decision, decide
 from router.policy.features import RequestFeatures, features_for
 from router.policy.model import ClientKey, Policy
-from router.providers.base import Completion, ProviderAdapter, Usage
+from router.providers.base import Completion, Usage
+from router.responses import to_chat_request, to_responses_object
+from router.snapshot import PolicySnapshot
 from router.state.base import RateDecision, RateLimit, StateStore, StateUnavailable
+from router.types import MODEL_KIND, Operation, Outcome
 
 log = logging.getLogger("router.gateway")
 RESERVATION_GRACE_S = 60
 NOT_CACHE_KEY = frozenset({"stream", "stream_options"})
+OTHER_ROUTE = "other"  # the route label of a request refused before its route was known
 T = TypeVar("T")
 
 
 @dataclass(slots=True)
-class Reply:
-    """What an operation hands the HTTP layer: the answer, how it was routed, and the
-    headers it adds (``x-ratelimit-*``, ``x-router-cache``). A streamed answer's record is
-    finished by ``Gateway.end_stream``, which the relay calls when the stream is over."""
+class CompletedReply:
+    """A whole answer: the JSON body to send and every header it adds (routing, cost,
+    ``x-ratelimit-*``, ``x-router-cache``). The request is already finished."""
 
-    answered: Answered
-    decision: Decision
-    record: RequestRecord
+    body: dict[str, Any]
     headers: dict[str, str]
 
 
+@dataclass(slots=True)
+class StreamingReply:
+    """A streamed answer: read it to the end or close it; either finishes the request."""
+
+    stream: Streaming
+    headers: dict[str, str]
+
+
+Reply = CompletedReply | StreamingReply
+DEFAULT_RESPONSES_TTL_S = 7 * 24 * 3600
+
+
+@dataclass(slots=True)
+class ResponseContext:
+    """A Responses API request's own business beside its chat reply: the response's id and
+    time, the body as sent (echoed in the ``response`` object) and, unless ``store`` is false,
+    the conversation's input items to keep with the answer (``Gateway.keep_response``)."""
+
+    response_id: str
+    created_at: int
+    body: Mapping[str, Any]
+    team: str
+    input_items: list[Any] | None
+
+
+@dataclass(slots=True)
+class ResponsesStreamingReply:
+    """A streamed Responses answer: the chat stream to translate, and what to store at its end."""
+
+    stream: Streaming
+    headers: dict[str, str]
+    context: ResponseContext
+
+
 class Gateway:
-    def __init__(
-        self, policy: Policy, adapters: Mapping[str, ProviderAdapter], store: StateStore, metrics: Metrics
-    ) -> None:
-        self.policy = policy
-        self.adapters = adapters
+    def __init__(self, store: StateStore, metrics: Metrics, *, responses_ttl_s: int = DEFAULT_RESPONSES_TTL_S) -> None:
         self.store = store
         self.metrics = metrics
+        self.responses_ttl_s = responses_ttl_s
         self.accountant = Accountant(metrics)
-        self.dispatcher = Dispatcher(policy, adapters, store, self.accountant, metrics)
-        self.inflight = 0
+        self.dispatcher = Dispatcher(store, self.accountant, metrics)
         self.failure_log = LogThrottle(log)
 
     # operations ----------------------------------------------------------------------------
-    async def chat(self, request: Request, body: dict[str, Any], key: ClientKey | None) -> Reply:
-        """Rate limits, then the cache (a hit costs nothing and reserves nothing), then the
-        budget reservation, then the upstream call."""
-        decision, features = await self._decide(body, request.headers, "chat", key)
-        record = self._open_record(request, decision, "chat", bool(body.get("stream")), key)
-        async with self._owning(record):
-            limits = await self._rate_limit(decision, record, key, features.n)
-            cache_key = self.cache_key(decision, body, record)
-            cached = await self.cached(cache_key, record)
-            if cached is not None:
-                return Reply(cached, decision, record, {**limits, "x-router-cache": "hit"})
-            await self._reserve(decision, features, record, key)
+    async def chat(
+        self, request: Request, snapshot: PolicySnapshot, body: dict[str, Any], key: ClientKey | None
+    ) -> Reply:
+        """Decide, then rate limits, then the cache (a hit costs nothing and reserves
+        nothing, but is counted and rate limited like any answer), then the budget
+        reservation, then the upstream call."""
+        policy = snapshot.policy
+        record = self._open_record(request, policy, body, "chat", bool(body.get("stream")), key)
+        async with self._owning(policy, record):
+            decision, features = await self._decide(policy, record, body, request.headers, "chat", key)
+            headers = await self._rate_limit(decision, record, key, features.n)
+            cache_key = self.cache_key(policy, decision, body, record)
+            answered: Completed | Streaming | None = await self.cached(policy, cache_key, record)
+            if answered is not None:
+                headers["x-router-cache"] = "hit"
+            else:
+                await self._reserve(policy, decision, features, record, key)
+                if record.stream:
+                    answered = await self._open_stream(request, snapshot, decision, body, record)
+                else:
+                    answered = await self._complete(request, snapshot, decision, body, record, "chat")
+                    await self.remember(policy, cache_key, decision, answered)
+                    if cache_key:
+                        headers["x-router-cache"] = "miss"
+        return self._reply(answered, decision, record, headers)
+
+    async def embeddings(
+        self, request: Request, snapshot: PolicySnapshot, body: dict[str, Any], key: ClientKey | None
+    ) -> Reply:
+        policy = snapshot.policy
+        record = self._open_record(request, policy, body, "embeddings", False, key)
+        async with self._owning(policy, record):
+            decision, features = await self._decide(policy, record, body, request.headers, "embeddings", key)
+            headers = await self._rate_limit(decision, record, key, 1)
+            await self._reserve(policy, decision, features, record, key)
+            answered = await self._complete(request, snapshot, decision, body, record, "embeddings")
+        return self._reply(answered, decision, record, headers)
+
+    async def responses(
+        self, request: Request, snapshot: PolicySnapshot, body: dict[str, Any], key: ClientKey | None
+    ) -> CompletedReply | ResponsesStreamingReply:
+        """OpenAI's Responses API over the chat path: the body (with the stored conversation of
+        ``previous_response_id``) becomes a chat body, decided, admitted and dispatched as chat
+        (no response cache), and the answer becomes a ``response`` object, kept unless
+        ``store`` is false. A stream is translated by the caller, who hands the finished
+        ``response`` to ``keep_response``."""
+        policy = snapshot.policy
+        record = self._open_record(request, policy, body, "responses", bool(body.get("stream")), key)
+        async with self._owning(policy, record):
+            previous = await self.previous_items(body, key)
+            chat_body = to_chat_request(body, previous_items=previous)
+            decision, features = await self._decide(policy, record, chat_body, request.headers, "responses", key)
+            headers = await self._rate_limit(decision, record, key, features.n)
+            await self._reserve(policy, decision, features, record, key)
+            context = ResponseContext(
+                f"resp_{uuid.uuid4().hex}",
+                int(time.time()),
+                body,
+                record.team,
+                None if body.get("store") is False else _conversation(previous, body.get("input")),
+            )
             if record.stream:
-                work = self.dispatcher.open_stream(decision, body, request.headers, record)
-                answered = await cancel_on_disconnect(request, work)
-                record.model = answered.model
-                return Reply(answered, decision, record, limits)
-            answered = await self._complete(request, decision, body, record)
-            await self.remember(cache_key, decision, answered)
-            return Reply(answered, decision, record, {**limits, **({"x-router-cache": "miss"} if cache_key else {})})
+                answered: Completed | Streaming = await self._open_stream(
+                    request, snapshot, decision, chat_body, record
+                )
+            else:
+                answered = await self._complete(request, snapshot, decision, chat_body, record, "chat")
+        reply = self._reply(answered, decision, record, headers)
+        if isinstance(reply, StreamingReply):
+            return ResponsesStreamingReply(reply.stream, reply.headers, context)
+        response = to_responses_object(
+            reply.body,
+            request=body,
+            response_id=context.response_id,
+            created_at=context.created_at,
+            completed_at=int(time.time()),
+        )
+        await self.keep_response(context, response)
+        return CompletedReply(response, reply.headers)
 
-    async def embeddings(self, request: Request, body: dict[str, Any], key: ClientKey | None) -> Reply:
-        decision, features = await self._decide(body, request.headers, "embedding", key)
-        record = self._open_record(request, decision, "embeddings", False, key)
-        async with self._owning(record):
-            limits = await self._rate_limit(decision, record, key, 1)
-            await self._reserve(decision, features, record, key)
-            answered = await self._complete(request, decision, body, record, embedding=True)
-            return Reply(answered, decision, record, limits)
+    async def previous_items(self, body: Mapping[str, Any], key: ClientKey | None) -> list[Any]:
+        """The stored conversation ``previous_response_id`` continues (its input and output
+        items, oldest first), or none. Another team's response is as absent as a missing one."""
+        previous_id = body.get("previous_response_id")
+        if previous_id is None:
+            return []
+        if not isinstance(previous_id, str):
+            raise InvalidRequest("'previous_response_id' must be a string.", param="previous_response_id")
+        stored = await self.stored_response(previous_id, key)
+        if stored is None:
+            raise InvalidRequest(
+                f"Previous response with id '{previous_id}' not found.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+                status=404,
+            )
+        return [*stored["input_items"], *stored["response"]["output"]]
 
-    async def end_stream(self, record: RequestRecord, answered: Answered, tally: StreamTally) -> None:
-        """The relay's end hook: account the streamed attempt and finish the request."""
+    async def stored_response(self, response_id: str, key: ClientKey | None) -> dict[str, Any] | None:
+        """The stored document (``response``, ``input_items``, ``team``) if ``key``'s team made it."""
+        try:
+            raw = await self.store.response_get(response_id)
+        except StateUnavailable:
+            raise StateStoreDown(
+                "Stored responses cannot be read right now (shared state unreachable); retry shortly.",
+                headers={"retry-after": "1"},
+            ) from None
+        if raw is None:
+            return None
+        stored: dict[str, Any] = orjson.loads(raw)
+        return stored if stored.get("team") == (key.team if key else "none") else None
+
+    async def delete_response(self, response_id: str, key: ClientKey | None) -> bool:
+        if await self.stored_response(response_id, key) is None:
+            return False
+        try:
+            return await self.store.response_delete(response_id)
+        except StateUnavailable:
+            raise StateStoreDown(
+                "Stored responses cannot be deleted right now (shared state unreachable); retry shortly.",
+                headers={"retry-after": "1"},
+            ) from None
+
+    async def keep_response(self, context: ResponseContext, response: Mapping[str, Any]) -> None:
+        """Store a finished response (completed or incomplete, never failed) unless ``store`` is false."""
+        if context.input_items is None or response.get("status") not in ("completed", "incomplete"):
+            return
+        document = {"team": context.team, "input_items": context.input_items, "response": response}
+        try:
+            await self.store.response_put(context.response_id, orjson.dumps(document), self.responses_ttl_s)
+        except StateUnavailable:  # the answer is given; it just cannot be continued
+            self.failure_log.warning(
+                "a response could not be stored", key=("response_put",), extra={"response_id": context.response_id}
+            )
+
+    async def explain(
+        self,
+        snapshot: PolicySnapshot,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        operation: Operation,
+        key: ClientKey | None,
+    ) -> Decision:
+        """The decision a request would get now, without calling anything or counting it."""
+        return (await self._decide(snapshot.policy, None, body, headers, operation, key))[0]
+
+    def _reply(
+        self, answered: Completed | Streaming, decision: Decision, record: RequestRecord, headers: dict[str, str]
+    ) -> Reply:
+        model = answered.model
+        headers |= {
+            "x-router-model": model.name,
+            "x-router-provider": model.provider,
+            "x-router-tier": decision.tier,
+            "x-router-route": decision.route,
+            "x-router-attempts": str(record.trail.attempts),
+        }
+        if isinstance(answered, Streaming):
+            answered.on_end = self._end_stream
+            return StreamingReply(answered, headers)
+        body = answered.completion.body
+        body["model"] = model.name
+        headers["x-router-cost-usd"] = f"{record.cost_usd:.8f}"
+        if record.usage_estimated:
+            headers["x-router-cost-estimated"] = "true"
+        return CompletedReply(body, headers)
+
+    async def _end_stream(self, stream: Streaming) -> None:
+        """A stream's end hook (``Streaming.aclose``): account what it did, finish the request."""
+        record, tally = stream.record, stream.tally
         record.usage, record.usage_estimated = tally.usage, tally.estimated
-        record.upstream_s += tally.upstream_s
         if tally.first_chunk_at is not None:
             record.ttft_s = tally.first_chunk_at - record.started
         record.outcome = tally.outcome
         if tally.error_reason or tally.outcome == "cancelled":
             record.error_type = tally.error_reason or "cancelled"
-        await self.dispatcher.stream_ended(record, answered, tally.usage, tally.error_reason, tally.blames_model)
-        await self.finish(record)
+        await self._finish(stream.snapshot.policy, record)
 
     @asynccontextmanager
-    async def _owning(self, record: RequestRecord) -> AsyncIterator[None]:
+    async def _owning(self, policy: Policy, record: RequestRecord) -> AsyncIterator[None]:
         """The one place a request's end is accounted. A non-stream request is finished when
-        the block ends; a stream that got its first chunks is finished by ``end_stream``."""
+        the block ends; a stream that got its first chunks is finished by ``_end_stream``."""
         try:
             yield
         except RouterError as error:
-            await self.fail(record, error)
+            await self._fail(policy, record, error)
             raise
         except asyncio.CancelledError:
             record.outcome, record.error_type = "cancelled", "cancelled"
-            await asyncio.shield(self.finish(record))
+            await asyncio.shield(self._finish(policy, record))
             raise
         except Exception as unexpected:
             self._log_unexpected(record, unexpected)
             failure = InternalFailure("The router could not complete this request; the failure has been logged.")
-            await self.fail(record, failure)
+            await self._fail(policy, record, failure)
             raise failure from None
         if not record.stream:
-            await self.finish(record)
+            await self._finish(policy, record)
 
     def _log_unexpected(self, record: RequestRecord, error: Exception) -> None:
         frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
@@ -157,21 +327,39 @@ class Gateway:
         )
 
     def _open_record(
-        self, request: Request, decision: Decision, operation: str, stream: bool, key: ClientKey | None
+        self,
+        request: Request,
+        policy: Policy,
+        body: Mapping[str, Any],
+        operation: Operation,
+        stream: bool,
+        key: ClientKey | None,
     ) -> RequestRecord:
-        record = request.state.record = self.record(request.state.request_id, decision, operation, stream, key)
+        """The request's record, before anything can refuse it. Until the decision names the
+        route, its label is the asked name if the policy knows it, else ``other``: bounded."""
+        asked = body.get("model") or policy.defaults.route
+        known = asked in policy.routes or asked in policy.models or asked in policy.tiers
+        record = request.state.record = RequestRecord(
+            request.state.request_id,
+            operation,
+            asked if known else OTHER_ROUTE,
+            team=key.team if key else "none",
+            stream=stream,
+            key_name=key.name if key else None,
+        )
         return record
 
     # decide --------------------------------------------------------------------------------
-    async def decide(
-        self, body: Mapping[str, Any], headers: Mapping[str, str], kind: str, key: ClientKey | None
-    ) -> Decision:
-        return (await self._decide(body, headers, kind, key))[0]
-
     async def _decide(
-        self, body: Mapping[str, Any], headers: Mapping[str, str], kind: str, key: ClientKey | None
+        self,
+        policy: Policy,
+        record: RequestRecord | None,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        operation: Operation,
+        key: ClientKey | None,
     ) -> tuple[Decision, RequestFeatures]:
-        asked = body.get("model") or self.policy.defaults.route
+        asked = body.get("model") or policy.defaults.route
         tier_override = headers.get("x-router-tier")
         if key is not None:
             if key.routes is not None and asked not in key.routes:
@@ -186,17 +374,18 @@ class Gateway:
                     param="x-router-tier",
                     code="tier_override_not_allowed",
                 )
+        kind = MODEL_KIND[operation]
         features = features_for(kind, body, headers)
         now = time.time()
-        health = await self.store.health(self.policy.models)
+        health = await self.store.health(policy.models)
         for name, model_health in health.items():  # half-open and expired ejections show on the gauge
-            self.metrics.set_circuit(name, self.policy.models[name].provider, model_health.state(now))
+            self.metrics.set_circuit(name, policy.models[name].provider, model_health.state(now))
         unavailable = {
             name: _unavailable_reason(h, now) for name, h in health.items() if h.unavailable_until(now) is not None
         }
         latency = await self.store.latencies()
         decision = decide(
-            self.policy,
+            policy,
             asked,
             features,
             kind=kind,
@@ -204,23 +393,11 @@ class Gateway:
             unavailable=unavailable,
             latency_s=latency,
         )
+        if record is not None:
+            record.route, record.tier, record.prompt_tokens = decision.route, decision.tier, decision.prompt_tokens
         if not decision.candidates:
             raise no_candidate_error(decision, health, now)
         return decision, features
-
-    def record(
-        self, request_id: str, decision: Decision, operation: str, stream: bool, key: ClientKey | None
-    ) -> RequestRecord:
-        return RequestRecord(
-            request_id,
-            operation,
-            decision.route,
-            decision.tier,
-            team=key.team if key else "none",
-            stream=stream,
-            prompt_tokens=decision.prompt_tokens,
-            key_name=key.name if key else None,
-        )
 
     # admit: rate limits, then budgets ---------------------------------------------------
     async def _rate_limit(
@@ -254,14 +431,19 @@ class Gateway:
         return headers
 
     async def _reserve(
-        self, decision: Decision, features: RequestFeatures, record: RequestRecord, key: ClientKey | None
+        self,
+        policy: Policy,
+        decision: Decision,
+        features: RequestFeatures,
+        record: RequestRecord,
+        key: ClientKey | None,
     ) -> None:
         """Reserve what the request may cost at most; each candidate is then sent the output
         limit the reservation covers (``Dispatcher._capped``), so none can spend more."""
-        scopes = budgets.budget_scopes(self.policy, key)
+        scopes = budgets.budget_scopes(policy, key)
         if not scopes:
             return
-        defaults = self.policy.defaults
+        defaults = policy.defaults
         amount = budgets.reservation_micros(
             defaults,
             [c.model for c in decision.candidates],
@@ -311,8 +493,10 @@ class Gateway:
         record.reservations.clear()
 
     # cache ---------------------------------------------------------------------------------
-    def cache_key(self, decision: Decision, body: Mapping[str, Any], record: RequestRecord) -> str | None:
-        route = self.policy.routes.get(decision.route)
+    def cache_key(
+        self, policy: Policy, decision: Decision, body: Mapping[str, Any], record: RequestRecord
+    ) -> str | None:
+        route = policy.routes.get(decision.route)
         if route is None or route.cache_ttl_s is None or body.get("stream"):
             return None
         material = {
@@ -323,7 +507,7 @@ class Gateway:
         }
         return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
-    async def cached(self, cache_key: str | None, record: RequestRecord) -> Answered | None:
+    async def cached(self, policy: Policy, cache_key: str | None, record: RequestRecord) -> Completed | None:
         """A stored answer: a successful request of its model that cost nothing."""
         if cache_key is None:
             return None
@@ -331,17 +515,17 @@ class Gateway:
         if raw is None:
             return None
         entry = orjson.loads(raw)
-        model = self.policy.models.get(entry["model"])
+        model = policy.models.get(entry["model"])
         if model is None:
             return None
         record.model, record.usage, record.outcome = model, Usage(), "success"
-        return Answered(model, completion=Completion(entry["body"], Usage()))
+        return Completed(model, Completion(entry["body"], Usage()))
 
-    async def remember(self, cache_key: str | None, decision: Decision, answered: Answered) -> None:
+    async def remember(self, policy: Policy, cache_key: str | None, decision: Decision, answered: Completed) -> None:
         """Store only an answer from the model the key was made for (never a fallback's)."""
-        if cache_key is None or answered.completion is None or answered.model.name != decision.candidates[0].model.name:
+        if cache_key is None or answered.model.name != decision.candidates[0].model.name:
             return
-        ttl = self.policy.routes[decision.route].cache_ttl_s or 0
+        ttl = policy.routes[decision.route].cache_ttl_s or 0
         await self.store.cache_put(
             cache_key, orjson.dumps({"model": answered.model.name, "body": answered.completion.body}), ttl
         )
@@ -350,40 +534,54 @@ class Gateway:
     async def _complete(
         self,
         request: Request,
+        snapshot: PolicySnapshot,
         decision: Decision,
         body: dict[str, Any],
         record: RequestRecord,
-        *,
-        embedding: bool = False,
-    ) -> Answered:
+        operation: Operation,
+    ) -> Completed:
         """Non-stream call; cancelled (and the upstream dropped) if the client goes away."""
-        work = self.dispatcher.complete(decision, body, request.headers, record, embedding=embedding)
-        answered = await cancel_on_disconnect(request, work)
-        record.model = answered.model
-        completion = answered.completion
-        assert completion is not None
-        usage = completion.usage
+        work = self.dispatcher.complete(snapshot, decision, body, request.headers, record, operation)
+        completed = await cancel_on_disconnect(request, work)
+        record.model = completed.model
+        usage = completed.completion.usage
         if usage is None:
-            usage = self.accountant.estimate_usage(record, _completion_text(completion.body))
+            usage = self.accountant.estimate_usage(record.prompt_tokens, _completion_text(completed.completion.body))
+            record.usage_estimated = True
         record.usage = usage
-        return answered
+        return completed
 
-    def estimate_usage(self, record: RequestRecord) -> Callable[[str], Usage]:
-        return functools.partial(self.accountant.estimate_usage, record)
+    async def _open_stream(
+        self,
+        request: Request,
+        snapshot: PolicySnapshot,
+        decision: Decision,
+        body: dict[str, Any],
+        record: RequestRecord,
+    ) -> Streaming:
+        work = self.dispatcher.open_stream(snapshot, decision, body, request.headers, record)
+        stream = await cancel_on_disconnect(request, work)
+        record.model = stream.model
+        return stream
 
-    async def fail(self, record: RequestRecord, error: RouterError) -> None:
+    async def _fail(self, policy: Policy, record: RequestRecord, error: RouterError) -> None:
         record.outcome = outcome_of(error)
         # a bounded label value, unlike upstream error codes
         record.error_type = "cancelled" if record.outcome == "cancelled" else str(error.status)
-        await asyncio.shield(self.finish(record))
+        await asyncio.shield(self._finish(policy, record))
 
-    async def finish(self, record: RequestRecord) -> None:
+    async def _finish(self, policy: Policy, record: RequestRecord) -> None:
         """Metrics and the access-log fields once, then settle or release the reservations."""
-        self.accountant.finish(record, self.policy)
+        if record.finished:
+            return
+        record.finished = True
+        if record.model is None:
+            record.model = record.trail.last_model  # a failure counts against the model that failed last
+        record.cost_usd = self.accountant.finish(record, policy)
         await self._settle(record)
 
 
-def outcome_of(error: RouterError) -> str:
+def outcome_of(error: RouterError) -> Outcome:
     """The ``outcome`` a failed request is counted and logged with, in step with its status."""
     if isinstance(error, ClientDisconnected):
         return "cancelled"
@@ -450,6 +648,25 @@ def _unavailable_reason(health: ModelHealth, now: float) -> str:
     if health.cooldown_until > now:
         return f"rate limited upstream; cooling down for {health.cooldown_until - now:.0f}s more"
     return "half-open: a probe request is in flight"
+
+
+def _conversation(previous: Sequence[Any], given: Any) -> list[Any]:
+    """The items a stored response keeps as its input: the conversation it continued, then
+    this request's input (a string as a user message; items already in the conversation,
+    which clients often resend, once)."""
+    if isinstance(given, str):
+        return [*previous, {"type": "message", "role": "user", "content": [{"type": "input_text", "text": given}]}]
+    seen = {identity for item in previous for identity in _identities(item)}
+    return [*previous, *(item for item in given or () if seen.isdisjoint(_identities(item)))]
+
+
+def _identities(item: Any) -> list[tuple[str, str]]:
+    if not isinstance(item, Mapping):
+        return []
+    found = [("id", item["id"])] if isinstance(item.get("id"), str) else []
+    if item.get("type") in ("function_call", "function_call_output") and isinstance(item.get("call_id"), str):
+        found.append((item["type"], item["call_id"]))
+    return found
 
 
 def _completion_text(body: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -25,7 +26,7 @@ def configure_logging(level: str = "info") -> None:
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 
 
-def uvicorn_log_config(level: str) -> dict:
+def uvicorn_log_config(level: str) -> dict[str, Any]:
     """A dictConfig for uvicorn (used in worker processes) with the same JSON format."""
     return {
         "version": 1,

@@ -11,31 +11,20 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from typing import Any
+from typing import Any, overload
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from router.policy.model import Policy
+from router.types import OUTCOMES, CircuitState
+
+__all__ = ["CIRCUIT_STATES", "OUTCOMES", "Metrics", "multiprocess_enabled"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
-OUTCOMES = frozenset(
-    {
-        "success",
-        "client_error",
-        "upstream_error",
-        "no_candidate",
-        "rate_limited",
-        "stream_error",
-        "cancelled",
-        "timeout",
-        "unavailable",  # the state store is down and the feature fails closed (503)
-        "internal_error",  # an exception nobody expected, answered as an accounted 502
-    }
-)
-CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+CIRCUIT_STATES: dict[CircuitState, int] = {"closed": 0, "half_open": 1, "open": 2}
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -47,7 +36,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        self._circuit: dict[tuple[str, str], str] = {}  # the state each circuit gauge shows
+        self._circuit: dict[tuple[str, str], CircuitState] = {}  # the state each circuit gauge shows
         r = self.registry
         client_labels = [
             "gen_ai_operation_name",
@@ -149,7 +138,13 @@ class Metrics:
             multiprocess_mode="max",
         )
 
-    def child(self, metric: Counter | Gauge | Histogram, *values: str) -> Any:
+    @overload
+    def child(self, metric: Histogram, *values: str) -> HistogramChild: ...
+    @overload
+    def child(self, metric: Counter, *values: str) -> CounterChild: ...
+    @overload
+    def child(self, metric: Gauge, *values: str) -> Gauge: ...
+    def child(self, metric: Counter | Gauge | Histogram, *values: str) -> HistogramChild | CounterChild | Gauge:
         """``metric.labels(*values)``, remembered: the hot path skips label validation.
         Values are positional, in the metric's label order; all come from the policy or
         fixed vocabularies, so the cache is bounded like the series themselves. A counter's
@@ -191,7 +186,7 @@ class Metrics:
             self.policy_info.labels(sha256=previous).set(0)
         self.policy_info.labels(sha256=sha256).set(1)
 
-    def set_circuit(self, model: str, provider: str, state: str) -> None:
+    def set_circuit(self, model: str, provider: str, state: CircuitState) -> None:
         """The model's circuit gauge, written only when its state changes (every request
         reads every model's health)."""
         key = (model, provider)

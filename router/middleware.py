@@ -1,5 +1,6 @@
-"""Pure ASGI middleware: request ids on every response, body-size guard, last-resort errors.
-Header limits and the client read timeout are enforced while reading, in ``http_protocol``."""
+"""Pure ASGI middleware: request ids and the access log, body-size guard, last-resort
+errors, and the policy snapshot pinned to each request. Header limits and the client read
+timeout are enforced while reading, in ``http_protocol``."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router.accounting import access_fields
 from router.errors import BodyTooLarge, RouterError, error_body
+from router.snapshot import LivePolicy
 
 log = logging.getLogger("router.http")
 access_log = logging.getLogger("router.access")
 QUIET_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
-LOGGED_PATHS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/router/explain"})
+LOGGED_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/responses", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/router/explain"}
+)
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -143,3 +147,27 @@ async def _send_error(send: Send, error: RouterError) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class PolicyMiddleware:
+    """Pins the current policy snapshot to the request (``scope["state"]["snapshot"]``), so
+    one request sees one policy from start to end, and counts it in flight on that snapshot
+    until its response (a stream's included) is over: a reload closes the old snapshot's
+    adapters only when that count is zero."""
+
+    def __init__(self, app: ASGIApp, live: LivePolicy) -> None:
+        self.app = app
+        self.live = live
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        snapshot = self.live.snapshot
+        scope.setdefault("state", {})["snapshot"] = snapshot
+        inflight = snapshot.inflight
+        inflight.count += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            inflight.count -= 1

@@ -2,9 +2,11 @@
 
 The policy's directory is watched (editors' rename-over, ``os.replace`` and Kubernetes
 ConfigMap symlink swaps all show up as directory events); each event re-reads the file and
-compares its SHA-256. A valid new policy becomes a new ``Gateway`` in one reference swap:
-requests already running (streams included) finish on the gateway they started with, whose
-upstream pools are closed once they are done. An invalid file is logged with its located
+compares its SHA-256. A valid new policy becomes a new ``PolicySnapshot`` (policy, adapters,
+timeouts) in one reference swap: requests already running (streams included) finish on the
+snapshot they were pinned to, whose upstream pools are closed once its in-flight count is
+zero. Per-process services (state store, accountant, retry budget, log throttles) are not
+touched: a reload keeps measured throughput and every counter. An invalid file is logged with its located
 errors, counted as ``router_policy_reloads_total{result="failure"}``, and the last good
 policy keeps serving. So is an edit that would disable a provider serving now (an unset
 variable disables a provider only at start-up). The file is read and parsed in a worker
@@ -19,11 +21,13 @@ import logging
 import os
 from pathlib import Path
 
-from router.gateway import Gateway
+from router.metrics import Metrics
 from router.policy.loader import PolicyError, parse_policy, read_policy_file
 from router.policy.model import Policy
 from router.providers.registry import build_adapters, close_adapters
-from router.runtime import Runtime
+from router.settings import Settings
+from router.snapshot import LivePolicy, PolicySnapshot
+from router.types import ReloadResultKind
 
 log = logging.getLogger("router.reload")
 RETIRE_POLL_S = 0.1
@@ -31,8 +35,8 @@ WATCH_DEBOUNCE_MS = 50
 
 
 class ReloadResult:
-    def __init__(self, result: str, sha256: str, errors: list[str] | None = None) -> None:
-        self.result = result  # success | unchanged | failure
+    def __init__(self, result: ReloadResultKind, sha256: str, errors: list[str] | None = None) -> None:
+        self.result = result
         self.sha256 = sha256
         self.errors = errors or []
 
@@ -41,17 +45,17 @@ class ReloadResult:
 
 
 class PolicyReloader:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.path = Path(runtime.settings.policy)
+    def __init__(self, settings: Settings, metrics: Metrics, live: LivePolicy) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.live = live
+        self.path = Path(settings.policy)
         self.lock = asyncio.Lock()
         self.retiring: set[asyncio.Task[None]] = set()
 
     async def reload(self) -> ReloadResult:
         async with self.lock:
-            current = self.runtime.gateway
-            if current is None:
-                raise RuntimeError("policy reload before start-up finished")
+            current = self.live.snapshot
             serving = frozenset(name for name, p in current.policy.providers.items() if p.enabled)
             try:
                 # Reading and parsing run in a thread: a large or hostile file never stalls the loop.
@@ -68,14 +72,14 @@ class PolicyReloader:
             for warning in policy.warnings:
                 log.warning("policy warning", extra={"warning": warning})
             try:
-                adapters = build_adapters(policy, self.runtime.settings.upstream_max_connections)
+                adapters = build_adapters(policy, self.settings.upstream_max_connections)
             except Exception as exc:  # e.g. a provider library that fails to import
                 log.error("policy reload: cannot build the providers", exc_info=True)
                 return self._failed(
                     current.policy.sha256, [f"{self.path}: cannot build the providers ({type(exc).__name__})"]
                 )
-            self.runtime.gateway = Gateway(policy, adapters, self.runtime.store, self.runtime.metrics)
-            metrics = self.runtime.metrics
+            self.live.snapshot = PolicySnapshot.build(policy, adapters)
+            metrics = self.metrics
             metrics.policy_reloads.labels(result="success").inc()
             metrics.show_policy(policy.sha256, previous=current.policy.sha256)
             metrics.prime(policy, policy.teams())
@@ -99,19 +103,19 @@ class PolicyReloader:
         return policy
 
     def _failed(self, sha256: str, errors: list[str]) -> ReloadResult:
-        self.runtime.metrics.policy_reloads.labels(result="failure").inc()
+        self.metrics.policy_reloads.labels(result="failure").inc()
         log.error(
             "policy reload rejected; the last good policy keeps serving", extra={"errors": errors, "sha256": sha256}
         )
         return ReloadResult("failure", sha256, errors)
 
-    async def _retire(self, gateway: Gateway) -> None:
-        """Close the old gateway's upstream pools once its in-flight requests are done."""
-        deadline = asyncio.get_running_loop().time() + gateway.policy.defaults.timeout_s * 2
-        # the in-flight count is a plain int owned by the gateway, not an event to wait on
-        while gateway.inflight and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+    async def _retire(self, snapshot: PolicySnapshot) -> None:
+        """Close the old snapshot's upstream pools once its in-flight requests are done."""
+        deadline = asyncio.get_running_loop().time() + snapshot.policy.defaults.timeout_s * 2
+        # the in-flight count is a plain int kept by PolicyMiddleware, not an event to wait on
+        while snapshot.inflight.count and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(RETIRE_POLL_S)
-        await close_adapters(dict(gateway.adapters))
+        await close_adapters(dict(snapshot.adapters))
 
     async def watch(self) -> None:
         from watchfiles import awatch

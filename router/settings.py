@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=30, ge=0, le=3600)
     drain_delay_s: float = Field(default=0, ge=0, le=600)
     watch_policy: bool = True
+    # How long a stored Responses API response (``store``, ``previous_response_id``) is kept
+    responses_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, le=366 * 24 * 3600)
 
     @property
     def max_body_bytes(self) -> int:

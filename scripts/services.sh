@@ -41,6 +41,12 @@ ensure_nginx() {
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
 }
 
+# kubectl for rendering deploy/k8s with kustomize itself (test_deploy_files).
+ensure_kubectl() {
+  command -v kubectl >/dev/null || apt_install kubernetes-client
+}
+
 ensure_redis
 ensure_prometheus
 ensure_nginx
+ensure_kubectl

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import textwrap
 import threading
-import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from router.app import create_app
 from router.server import server_config
 from router.settings import Settings
+from tests.policies import model, policy, provider
+from tests.processes import START_WAIT_S, wait_until
 
 
 class RunningRouter:
@@ -25,16 +28,17 @@ class RunningRouter:
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.port = 0
 
+    def _started(self) -> bool:
+        if not self.thread.is_alive():
+            raise RuntimeError("the router's server thread ended before it started serving")
+        return bool(self.server.started)
+
     def _serve(self) -> None:
         asyncio.run(self.server.serve())
 
     def __enter__(self) -> RunningRouter:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("router did not start")
-            time.sleep(0.01)
+        wait_until(self._started, START_WAIT_S, "the router's start")
         self.port = self.server.servers[0].sockets[0].getsockname()[1]
         return self
 
@@ -57,43 +61,46 @@ def write_policy(directory: Path, text: str, name: str = "policy.yaml") -> Path:
     return path
 
 
-def two_model_policy(upstream_url: str, second_url: str | None = None, **defaults: object) -> str:
+def two_model_policy(
+    upstream_url: str, second_url: str | None = None, keys: Iterable[dict[str, Any]] = (), **defaults: Any
+) -> str:
     """A small policy: a cheap and a pricier standard model on OpenAI-shaped upstreams."""
-    defaults = {"retries": 0, **defaults}
-    extra = "".join(f", {k}: {v}" for k, v in defaults.items())
-    return f"""
-    version: 1
-    tiers: [frontier, standard, small]
-    providers:
-      primary:  {{type: openai, base_url: "{upstream_url}", api_key: sk-upstream-secret-1}}
-      backup:   {{type: openai, base_url: "{second_url or upstream_url}", api_key: sk-upstream-secret-2}}
-    models:
-      cheap-model:  {{provider: primary, upstream: gpt-4o-mini, tier: standard, price: {{input: 0.15, output: 0.6, cached_input: 0.075}}, context_window: 128000, capabilities: [tools, vision, json_schema]}}
-      pricey-model: {{provider: backup, upstream: gpt-4o, tier: frontier, price: {{input: 2.5, output: 10}}, context_window: 128000, capabilities: [tools, vision, json_schema]}}
-      embed-model:  {{provider: primary, upstream: text-embedding-3-small, tier: standard, kind: embedding, price: {{input: 0.02, output: 0}}, context_window: 8191}}
-    routes:
-      standard: {{tier: standard}}
-      frontier: {{tier: frontier}}
-    defaults: {{route: standard, baseline_model: pricey-model, ttft_timeout_s: 2, timeout_s: 5{extra}}}
-    """
+    capabilities = ["tools", "vision", "json_schema"]
+    return policy(
+        providers={
+            "primary": provider(upstream_url),
+            "backup": provider(second_url or upstream_url, api_key="sk-upstream-secret-2"),
+        },
+        models={
+            "cheap-model": model("primary", "gpt-4o-mini", price=(0.15, 0.6, 0.075), capabilities=capabilities),
+            "pricey-model": model("backup", "gpt-4o", "frontier", price=(2.5, 10), capabilities=capabilities),
+            "embed-model": model(
+                "primary", "text-embedding-3-small", kind="embedding", price=(0.02, 0), context_window=8191
+            ),
+        },
+        tiers=["frontier", "standard", "small"],
+        routes={"standard": {"tier": "standard"}, "frontier": {"tier": "frontier"}},
+        keys=keys,
+        **{"baseline_model": "pricey-model", "ttft_timeout_s": 2, "timeout_s": 5, **defaults},
+    )
 
 
-def one_model_policy(upstream_url: str, model_timeouts: str = "", **defaults: object) -> str:
+def one_model_policy(
+    upstream_url: str,
+    model_timeouts: dict[str, float] | None = None,
+    provider_options: dict[str, Any] | None = None,
+    keys: Iterable[dict[str, Any]] = (),
+    **defaults: Any,
+) -> str:
     """One standard model on one OpenAI-shaped upstream: retries and cooldowns have nowhere else to go."""
+    timeouts = {"timeouts": model_timeouts} if model_timeouts else {}
     values = {"retries": 2, "max_retry_wait_s": 2, "ttft_timeout_s": 2, "timeout_s": 5, **defaults}
-    extra = ", ".join(f"{k}: {v}" for k, v in values.items())
-    timeouts = f", timeouts: {{{model_timeouts}}}" if model_timeouts else ""
-    return f"""
-    version: 1
-    tiers: [standard]
-    providers:
-      only: {{type: openai, base_url: "{upstream_url}", api_key: sk-upstream-secret-1}}
-    models:
-      solo: {{provider: only, upstream: gpt-4o-mini, tier: standard, price: {{input: 1.0, output: 2.0}}, context_window: 128000, capabilities: [tools]{timeouts}}}
-    routes:
-      standard: {{tier: standard}}
-    defaults: {{route: standard, baseline_model: solo, {extra}}}
-    """
+    return policy(
+        providers={"only": provider(upstream_url, **(provider_options or {}))},
+        models={"solo": model("only", price=(1.0, 2.0), capabilities=["tools"], **timeouts)},
+        keys=keys,
+        **{"baseline_model": "solo", **values},
+    )
 
 
 def scrape(url: str, key: str | None = None) -> dict[str, float]:

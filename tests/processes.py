@@ -10,9 +10,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GROQ_API_KEY", "TOGETHER_API_KEY", "LOCAL_LLM_URL")
 
@@ -37,16 +39,29 @@ def send_raw(port: int, request: bytes, until: bytes | None = None) -> bytes:
     return answer
 
 
-def wait_until(check, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+#: How long a test waits for something to become ready (a server to answer, a process to
+#: start). A wait for readiness, not an assertion of speed: under load a cold start (litellm's
+#: import alone) takes tens of seconds, so this is generous; a ready server ends it at once.
+START_WAIT_S = 120.0
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.02) -> float:
+    """Poll ``condition`` until it returns something true; the seconds that took.
+
+    Connection errors while polling count as "not yet"; an AssertionError naming ``what``
+    when ``timeout_s`` passes first.
+    """
+    started = time.monotonic()
+    deadline = started + timeout_s
+    while True:
         try:
-            if check():
-                return
+            if condition():
+                return time.monotonic() - started
         except (OSError, httpx.HTTPError):
             pass
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout_s}s")
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} did not happen within {timeout_s}s")
+        time.sleep(interval_s)
 
 
 class RouterProcess:
@@ -79,8 +94,14 @@ class RouterProcess:
         self.process = subprocess.Popen(
             self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"), start_new_session=True
         )
-        wait_until(lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200, 30, "router start")
+        wait_until(self._healthy, START_WAIT_S, "router start")
         return self
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"router serve exited with {self.process.returncode} at start:\n{self.logs()}")
+        return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
 
     def stop(self) -> int | None:
         if self.process is None or self.process.poll() is not None:
@@ -121,7 +142,10 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
-        assert binary, "redis-server is installed by scripts/services.sh"
+        if binary is None:
+            pytest.fail(
+                "redis-server is not installed: run scripts/services.sh (make test does) or apt-get install redis-server"
+            )
         args = [
             binary,
             "--port",
@@ -135,7 +159,7 @@ class RedisServer:
             *self.extra,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self._answers_ping, 10, "redis start")
+        wait_until(self._answers_ping, START_WAIT_S, "redis start")
         return self
 
     def _answers_ping(self) -> bool:
@@ -221,13 +245,19 @@ http {{
 
     def __enter__(self) -> NginxBalancer:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not os.access(binary, os.X_OK):
+            pytest.fail(
+                "nginx is not installed: run scripts/services.sh (make test does) or apt-get install nginx-light"
+            )
         self.process = subprocess.Popen(
             [binary, "-c", str(self.config), "-p", str(self.directory)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         wait_until(
-            lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close() is None, 10, "nginx start"
+            lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close() is None,
+            START_WAIT_S,
+            "nginx start",
         )
         return self
 

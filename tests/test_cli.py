@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.processes import START_WAIT_S, free_port, wait_until
+
 ROUTER = [sys.executable, "-m", "router"]
 
 
@@ -86,14 +88,10 @@ def test_python_dash_m_router_is_the_same_program():
 def test_serve_logs_json_lines_including_uvicorns_own(tmp_path: Path):
     import os
     import signal
-    import socket
-    import time
 
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     process = subprocess.Popen(
         [*ROUTER, "serve", "--policy", "policies/default.yaml", "--port", str(port)],
@@ -102,17 +100,15 @@ def test_serve_logs_json_lines_including_uvicorns_own(tmp_path: Path):
         env=env,
     )
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                httpx.post(
-                    f"http://127.0.0.1:{port}/v1/chat/completions",
-                    json={"messages": [{"role": "user", "content": "hi"}]},
-                    timeout=5,
-                )
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_until(
+            lambda: httpx.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": "hi"}]},
+                timeout=5,
+            ),
+            START_WAIT_S,
+            "an answer from router serve",
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)

@@ -155,7 +155,8 @@ def test_access_log_has_one_line_per_request_and_no_key_or_prompt(client, router
     time.sleep(0.2)
     lines = [r for r in caplog.records if r.name == "router.access"]
     assert [r.status for r in lines] == [200, 200, 404]  # one line per request, errors included
-    assert lines[2].path == "/v1/chat/completions" and not hasattr(lines[2], "model")
+    assert lines[2].path == "/v1/chat/completions" and lines[2].model is None  # refused before a model was chosen
+    assert (lines[2].outcome, lines[2].route) == ("client_error", "other")
     for record in lines[:2]:
         for field in (
             "request_id",

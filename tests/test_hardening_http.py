@@ -4,7 +4,6 @@ RELIABILITY.md A6, A7): raw sockets against a real ``router serve`` process."""
 from __future__ import annotations
 
 import socket
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -13,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.auth import digest_of
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Reply
 from tests.harness import RunningRouter, two_model_policy, write_policy
-from tests.processes import RouterProcess, send_raw
+from tests.policies import key
+from tests.processes import RouterProcess, send_raw, wait_until
 
 READ_TIMEOUT_S = 1.0
 MiB = 1024 * 1024
@@ -145,26 +144,29 @@ def test_connection_that_never_sends_a_request_is_closed_after_the_read_timeout(
         assert answer_of(conn, timeout_s=READ_TIMEOUT_S + 4) == b""
 
 
-def test_stalled_uploads_are_answered_and_their_memory_returns(proxy):
+def stalled_uploads(proxy: RouterProcess, count: int) -> list[bytes | None]:
+    """``count`` uploads that each send 8 of their declared 25 MiB and stall; their answers."""
     declared = 25 * MiB  # under ROUTER_MAX_BODY_MB (32)
-    before = rss_mb(proxy)
-    connections = [socket.create_connection(("127.0.0.1", proxy.port), timeout=10) for _ in range(4)]
+    connections = [socket.create_connection(("127.0.0.1", proxy.port), timeout=10) for _ in range(count)]
     try:
         for conn in connections:
             pour(conn, CHAT_HEAD + b"Content-Length: %d\r\n\r\n" % declared, b"x" * MiB, 8 * MiB)
-        answers = [answer_of(conn, timeout_s=READ_TIMEOUT_S + 5) for conn in connections]
+        return [answer_of(conn, timeout_s=READ_TIMEOUT_S + 5) for conn in connections]
     finally:
         for conn in connections:
             conn.close()
+
+
+def test_stalled_uploads_are_answered_and_their_memory_returns(proxy):
+    stalled_uploads(proxy, 1)  # warm-up: the first 408's code paths and the allocator's arenas
+    before = rss_mb(proxy)
+    answers = stalled_uploads(proxy, 4)
     for answer in answers:
         assert answer is not None and answer.startswith(b"HTTP/1.1 408")
     assert "Traceback" not in proxy.logs() and "unhandled error" not in proxy.logs()
-    # The 32 MB read goes back to the allocator once the buffers are freed; allow a few MB it
-    # keeps for reuse, and give a loaded machine a few seconds to get there.
-    deadline = time.monotonic() + 5
-    while (after := rss_mb(proxy)) >= before + 10 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert after < before + 10
+    # The 32 MB read goes back to the allocator (once the connections' buffers are freed);
+    # allow a few MB it keeps for reuse.
+    wait_until(lambda: rss_mb(proxy) < before + 10, 10, f"RSS back under {before + 10:.0f} MB")
     assert healthy(proxy)
 
 
@@ -192,8 +194,7 @@ KEY = "sk-tr-web-0123456789abcdef"
 def keyed_router(
     upstream_server: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningRouter]:
-    keys = f'keys:\n  - {{hash: "sha256:{digest_of(KEY)}", name: web, team: web}}\n'
-    policy = textwrap.dedent(two_model_policy(upstream_server.base_url)) + keys
+    policy = two_model_policy(upstream_server.base_url, keys=[key(KEY, "web", team="web")])
     with RunningRouter(write_policy(tmp_path_factory.mktemp("keyed"), policy)) as running:
         yield running
 

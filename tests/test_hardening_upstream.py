@@ -296,9 +296,8 @@ def test_e3_an_upstream_400_that_echoes_the_authorization_header_reaches_the_cli
 
 
 def test_e3_policy_header_values_are_redacted_from_upstream_messages_too(tmp_path, upstream):
-    policy = one_model_policy(upstream.base_url, retries=0).replace(
-        "api_key: sk-upstream-secret-1}",
-        'api_key: sk-upstream-secret-1, headers: {x-tenant-token: "tenant-secret-42"}}',
+    policy = one_model_policy(
+        upstream.base_url, provider_options={"headers": {"x-tenant-token": "tenant-secret-42"}}, retries=0
     )
     upstream.script(EchoHeaderError(404, "x-tenant-token"))
     with RunningRouter(write_policy(tmp_path, policy)) as router:

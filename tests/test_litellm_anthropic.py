@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import openai
 import pytest
 
 from tests.fakes.anthropic_upstream import ErrorReply, FakeAnthropicUpstream, Reply
 from tests.harness import RunningRouter, write_policy
+from tests.policies import model, policy, provider
 
+REPO = Path(__file__).resolve().parents[1]
 HELLO = [{"role": "user", "content": "hi"}]
 WEATHER_TOOL = {
     "type": "function",
@@ -124,10 +127,25 @@ def test_anthropic_400_is_returned_without_fallback(client, anthropic, upstream)
     assert "127.0.0.1" not in info.value.message and "sk-ant" not in info.value.message
 
 
-def test_litellm_is_imported_only_when_a_litellm_provider_is_configured():
+def litellm_imported_while_serving(policy_path) -> bool:
+    """Whether a router serving this policy (start-up done) has imported litellm, in a fresh
+    interpreter so that nothing else imported it first."""
     code = (
-        "import sys; from router.app import create_app; from router.settings import Settings; "
-        "create_app(Settings(policy='policies/demo.yaml')); print('litellm' in sys.modules)"
+        "import sys; from tests.harness import RunningRouter; "
+        f"router = RunningRouter(__import__('pathlib').Path({str(policy_path)!r})); router.__enter__(); "
+        "print('litellm' in sys.modules, flush=True); router.__exit__(None, None, None)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.stdout.strip() == "False", result.stderr
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.stdout.strip() in ("True", "False"), result.stderr
+    return result.stdout.strip() == "True"
+
+
+def test_litellm_is_imported_only_when_a_litellm_provider_is_configured(tmp_path):
+    openai_only = {"openai": provider("http://127.0.0.1:9/v1")}
+    with_litellm = {**openai_only, "anthropic": provider("http://127.0.0.1:9", type="litellm", api_key="sk-ant-x")}
+    models = {"gpt-4o": model("openai", "gpt-4o", "frontier")}
+    claude = {"claude": model("anthropic", "anthropic/claude-haiku-4-5", price=(1, 5))}
+    without = write_policy(tmp_path, policy(providers=openai_only, models=models, route="frontier"), "without.yaml")
+    configured = write_policy(tmp_path, policy(providers=with_litellm, models={**models, **claude}), "with.yaml")
+    assert not litellm_imported_while_serving(without)
+    assert litellm_imported_while_serving(configured)

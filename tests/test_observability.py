@@ -85,7 +85,8 @@ GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": 
 
 def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("promtool")
-    assert binary, "promtool comes with Debian's prometheus package, which scripts/services.sh installs"
+    if binary is None:
+        pytest.fail("promtool is not installed: run scripts/services.sh (make test does) or apt-get install prometheus")
     return subprocess.run([binary, *args], capture_output=True, text=True, input=stdin, timeout=60)
 
 
@@ -470,7 +471,10 @@ class Prometheus:
 
     def __init__(self, directory: Path, target: str) -> None:
         binary = shutil.which("prometheus")
-        assert binary, "Debian's prometheus package provides it (scripts/services.sh installs it)"
+        if binary is None:
+            pytest.fail(
+                "prometheus is not installed: run scripts/services.sh (make test does) or apt-get install prometheus"
+            )
         config = deployed_config()
         config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
         config["rule_files"] = local_rule_files(config)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ import pytest
 from router.auth import digest_of
 from tests.fakes import Reply
 from tests.harness import RunningRouter, metric_sum, scrape
+from tests.processes import START_WAIT_S, free_port, wait_until
 
 HELLO = [{"role": "user", "content": "hi"}]
 ADMIN_KEY = "sk-tr-admin-0123456789"
@@ -55,19 +55,20 @@ def model_names(router: RunningRouter, key: str | None = None) -> set[str]:
 
 
 def wait_for(condition, timeout_s: float) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+    return wait_until(condition, timeout_s, "the condition")
+
+
+# The policy watcher says nothing when its inotify watch is in place (no log line, metric or
+# endpoint marks it), so the tests that edit the file give it WATCHER_START_S after start-up;
+# the reload itself is then polled for.
+WATCHER_START_S = 0.3
 
 
 def test_a_valid_edit_is_picked_up_within_two_seconds(tmp_path, upstream):
     path = tmp_path / "policy.yaml"
     path.write_text(policy_text(upstream.base_url, "model-a"))
     with RunningRouter(path) as router:
-        time.sleep(0.3)  # the watcher is up
+        time.sleep(WATCHER_START_S)  # the watcher is up
         replace_file(path, policy_text(upstream.base_url, "model-b"))
         elapsed = wait_for(lambda: "model-b" in model_names(router), timeout_s=5)
         answer = openai.OpenAI(base_url=router.base_url, api_key="x", max_retries=0).chat.completions.create(
@@ -86,7 +87,7 @@ def test_a_broken_edit_is_rejected_and_the_old_policy_keeps_answering(tmp_path, 
     path = tmp_path / "policy.yaml"
     path.write_text(policy_text(upstream.base_url, "model-a"))
     with RunningRouter(path) as router:
-        time.sleep(0.3)
+        time.sleep(WATCHER_START_S)  # the watcher is up
         replace_file(
             path, policy_text(upstream.base_url, "model-b").replace("tier: standard, price", "tier: gold, price")
         )
@@ -108,7 +109,7 @@ def test_a_configmap_symlink_swap_is_picked_up(tmp_path, upstream):
     os.symlink("..2026_01", mount / "..data")
     os.symlink("..data/policy.yaml", mount / "policy.yaml")
     with RunningRouter(mount / "policy.yaml") as router:
-        time.sleep(0.3)
+        time.sleep(WATCHER_START_S)  # the watcher is up
         (mount / "..2026_02").mkdir()
         (mount / "..2026_02" / "policy.yaml").write_text(policy_text(upstream.base_url, "model-b"))
         os.symlink("..2026_02", mount / "..data_tmp")
@@ -135,7 +136,7 @@ def test_requests_in_flight_during_reloads_all_succeed(tmp_path, upstream):
         for thread in threads:
             thread.start()
         for model in ("model-b", "model-c", "model-d", "model-e"):
-            time.sleep(0.3)
+            time.sleep(0.3)  # the scenario: requests keep running on each policy for a while
             replace_file(path, policy_text(upstream.base_url, model))
             wait_for(lambda m=model: m in model_names(router), timeout_s=5)
         stop.set()
@@ -152,7 +153,7 @@ def test_a_stream_in_flight_finishes_on_the_policy_it_started_with(tmp_path, ups
     path.write_text(policy_text(upstream.base_url, "model-a"))
     upstream.script(Reply(content="one two three four five six", chunk_delay_s=0.3))
     with RunningRouter(path) as router:
-        time.sleep(0.3)
+        time.sleep(WATCHER_START_S)  # the watcher is up
         with httpx.stream(
             "POST", f"{router.base_url}/chat/completions", json={"messages": HELLO, "stream": True}, timeout=30
         ) as response:
@@ -188,12 +189,6 @@ def test_admin_reload_endpoint(tmp_path, upstream):
         assert "model-b" in model_names(router, ADMIN_KEY)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_sigterm_drains_readiness_and_lets_a_stream_finish(tmp_path, upstream):
     path = tmp_path / "policy.yaml"
@@ -208,7 +203,7 @@ def test_sigterm_drains_readiness_and_lets_a_stream_finish(tmp_path, upstream):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _ready(base) == 200, timeout_s=20)
+        wait_until(lambda: _ready(base) == 200, START_WAIT_S, "readiness of router serve")
         upstream.script(Reply(content="a b c d e f g h", chunk_delay_s=0.4))
         with httpx.stream(
             "POST", f"{base}/v1/chat/completions", json={"messages": HELLO, "stream": True}, timeout=30
@@ -216,14 +211,13 @@ def test_sigterm_drains_readiness_and_lets_a_stream_finish(tmp_path, upstream):
             lines = response.iter_lines()
             next(lines)
             process.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
-            readiness_during_drain = _ready(base)
+            # the drain delay (1 s) keeps the socket open with /readyz at 503: poll for it
+            wait_until(lambda: _ready(base) == 503, 5, "/readyz at 503 during the drain")
             rest = [line for line in lines if line]
         exit_code = process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
-    assert readiness_during_drain == 503
     assert rest[-1] == "data: [DONE]" and not any('"error"' in line for line in rest)
     assert exit_code == 0
 

@@ -11,8 +11,10 @@ import pytest
 
 from tests.fakes import ErrorReply, Hang, RawReply, Reply, StreamThenReset, StreamWithoutDone, StreamWithoutUsage
 from tests.harness import RunningRouter, metric_sum, one_model_policy, scrape, write_policy
+from tests.policies import key
 
 HELLO = [{"role": "user", "content": "hi"}]
+JUNK_TEST_KEY = "sk-tr-known-0123456789"
 
 
 def eventually(read, timeout_s: float = 3.0):
@@ -30,7 +32,7 @@ def start(tmp_path, upstream, **options) -> RunningRouter:
 
 
 def sdk(router: RunningRouter, **options) -> openai.OpenAI:
-    return openai.OpenAI(base_url=router.base_url, api_key="x", max_retries=0, **options)
+    return openai.OpenAI(base_url=router.base_url, **{"api_key": "x", "max_retries": 0, **options})
 
 
 def test_503_is_retried_answered_once_and_billed_once_with_one_request_id(tmp_path, upstream):
@@ -74,10 +76,15 @@ def test_429_asking_for_longer_than_the_cap_returns_429_with_retry_after_then_co
 def test_retry_after_as_an_http_date(tmp_path, upstream):
     from email.utils import formatdate
 
-    upstream.script(ErrorReply(429, headers={"retry-after": formatdate(time.time() + 60, usegmt=True)}))
-    with start(tmp_path, upstream) as router, pytest.raises(openai.RateLimitError) as info:
-        sdk(router).chat.completions.create(model="standard", messages=HELLO)
-    assert 58 <= int(info.value.response.headers["retry-after"]) <= 60
+    with start(tmp_path, upstream) as router:
+        # the window is measured from the moment the date is written (router started already)
+        written = time.time()
+        upstream.script(ErrorReply(429, headers={"retry-after": formatdate(written + 60, usegmt=True)}))
+        with pytest.raises(openai.RateLimitError) as info:
+            sdk(router).chat.completions.create(model="standard", messages=HELLO)
+        elapsed = time.time() - written
+    # the date and the header have one-second resolution: up to 2 s lost, plus the time it took
+    assert 58 - elapsed <= int(info.value.response.headers["retry-after"]) <= 60
 
 
 def test_400_is_not_retried(tmp_path, upstream):
@@ -129,7 +136,7 @@ def test_the_sdk_sees_a_mid_stream_failure_as_an_error(tmp_path, upstream):
 def test_idle_timeout_mid_stream(tmp_path, upstream):
     upstream.script(Reply(chunk_delay_s=1.0))
     with (
-        start(tmp_path, upstream, model_timeouts="idle_timeout_s: 0.6, ttft_timeout_s: 3") as router,
+        start(tmp_path, upstream, model_timeouts={"idle_timeout_s": 0.6, "ttft_timeout_s": 3}) as router,
         httpx.stream(
             "POST",
             f"{router.base_url}/chat/completions",
@@ -143,7 +150,7 @@ def test_idle_timeout_mid_stream(tmp_path, upstream):
 
 def test_long_generation_completes_when_timeouts_allow(tmp_path, upstream):
     upstream.script(Reply(chunk_delay_s=0.4))
-    with start(tmp_path, upstream, model_timeouts="idle_timeout_s: 2") as router:
+    with start(tmp_path, upstream, model_timeouts={"idle_timeout_s": 2}) as router:
         chunks = list(sdk(router).chat.completions.create(model="standard", messages=HELLO, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello from gpt-4o-mini."
 
@@ -444,17 +451,26 @@ def test_a_storm_of_failures_logs_a_line_per_second_not_per_request_and_health_s
     assert health.status_code == 200 and health_s < 0.5
 
 
-def test_junk_model_names_and_keys_add_no_metric_series(client, router):
-    def series() -> set[str]:
-        return set(scrape(router.url))
+def test_junk_model_names_and_keys_add_no_metric_series(tmp_path, upstream):
+    """Series are labelled by configured names only: neither an unknown model name (from a
+    valid key) nor an unknown key (with a valid model name) adds one."""
+    policy = one_model_policy(upstream.base_url, keys=[key(JUNK_TEST_KEY, "known", team="web", admin=True)])
+    with RunningRouter(write_policy(tmp_path, policy)) as router:
+        client = sdk(router, api_key=JUNK_TEST_KEY)
 
-    client.chat.completions.create(model="standard", messages=HELLO)
-    before = series()
-    for i in range(200):
-        with pytest.raises(openai.NotFoundError):
-            client.chat.completions.create(model=f"junk-model-{i}", messages=HELLO)
-        openai.OpenAI(base_url=router.base_url, api_key=f"sk-junk-{i}", max_retries=0).chat.completions.create(
-            model="standard", messages=HELLO
-        )
-    after = series()
+        def series() -> set[str]:
+            return set(scrape(router.url, key=JUNK_TEST_KEY))
+
+        client.chat.completions.create(model="standard", messages=HELLO)
+        with pytest.raises(openai.NotFoundError):  # an unknown model is counted once, as route "other"
+            client.chat.completions.create(model="junk-model", messages=HELLO)
+        before = series()
+        for i in range(200):
+            with pytest.raises(openai.NotFoundError):
+                client.chat.completions.create(model=f"junk-model-{i}", messages=HELLO)
+            with pytest.raises(openai.AuthenticationError):
+                sdk(router, api_key=f"sk-junk-{i}").chat.completions.create(model="standard", messages=HELLO)
+            with pytest.raises(openai.AuthenticationError):
+                sdk(router, api_key=f"sk-junk-{i}").chat.completions.create(model=f"junk-model-{i}", messages=HELLO)
+        after = series()
     assert after == before

@@ -20,7 +20,7 @@ async def ready(request: Request) -> JSONResponse:
         return JSONResponse({"status": "not ready", "reason": "starting or draining"}, status_code=503)
     if not await runtime.store.ping():
         return JSONResponse({"status": "not ready", "reason": "state store unreachable"}, status_code=503)
-    return JSONResponse({"status": "ready", "policy_sha256": runtime.gateway.policy.sha256})
+    return JSONResponse({"status": "ready", "policy_sha256": runtime.live.snapshot.policy.sha256})
 
 
 async def metrics(request: Request) -> Response:
@@ -31,7 +31,7 @@ async def metrics(request: Request) -> Response:
 async def reload_policy(request: Request) -> JSONResponse:
     """Re-read the policy file now (for setups that cannot watch files). Needs an admin key
     when the policy has keys."""
-    key = getattr(request.state, "client_key", None)
+    key = request.state.client_key
     if key is not None and not key.admin:
         raise PermissionDenied("Reloading the policy needs an admin key (admin: true in the policy).")
     result = await runtime_of(request).reloader.reload()

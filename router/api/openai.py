@@ -1,12 +1,12 @@
 """OpenAI-compatible endpoints: chat completions, embeddings, models, and explain.
 
-Each handler reads like a sentence: parse → run the gateway's operation → respond. The
-gateway owns the request (decide, admit, dispatch, account); a handler only formats.
+Each handler reads like a sentence: parse → run the gateway's operation → format. The
+gateway owns the request (decide, admit, dispatch, account); a handler only parses the
+body and formats the reply (JSON, or server-sent events in ``api.streaming``).
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import orjson
@@ -14,55 +14,59 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from router.accounting import RequestRecord
-from router.api.requests import check_chat_body, check_embedding_body, read_json_object, wants_usage
-from router.api.streaming import Relay, RelayResponse
-from router.dispatch import Answered
+from router.api.requests import (
+    check_chat_body,
+    check_embedding_body,
+    check_explain_body,
+    read_json_object,
+    wants_usage,
+)
+from router.api.responses import explained_chat_body, is_responses_body
+from router.api.streaming import SSEResponse
 from router.explain import decision_json
-from router.gateway import Gateway, Reply
-from router.policy.engine import Decision
-from router.policy.features import request_kind
+from router.gateway import CompletedReply, Reply
 from router.policy.model import ClientKey
-from router.runtime import runtime_of
+from router.runtime import Runtime, runtime_of
+from router.snapshot import PolicySnapshot
+from router.types import Operation
 
 
-def _gateway_and_key(request: Request) -> tuple[Gateway, ClientKey | None]:
-    return request.state.gateway, getattr(request.state, "client_key", None)
+def _pinned(request: Request) -> tuple[Runtime, PolicySnapshot, ClientKey | None]:
+    """The process's services, the policy this request runs under, and its client key."""
+    state = request.state
+    return runtime_of(request), state.snapshot, state.client_key
 
 
 async def chat_completions(request: Request) -> Response:
-    gateway, key = _gateway_and_key(request)
-    body = await read_json_object(request, runtime_of(request).settings.max_body_bytes)
-    check_chat_body(body, gateway.policy.defaults.max_n)
-    reply = await gateway.chat(request, body, key)
-    if reply.answered.stream is not None:
-        return _stream_response(gateway, reply, wants_usage(body))
-    return _json_response(reply)
+    runtime, snapshot, key = _pinned(request)
+    body = await read_json_object(request, runtime.settings.max_body_bytes)
+    check_chat_body(body, snapshot.policy.defaults.max_n)
+    return _response(await runtime.gateway.chat(request, snapshot, body, key), body)
 
 
 async def embeddings(request: Request) -> Response:
-    gateway, key = _gateway_and_key(request)
-    body = await read_json_object(request, runtime_of(request).settings.max_body_bytes)
+    runtime, snapshot, key = _pinned(request)
+    body = await read_json_object(request, runtime.settings.max_body_bytes)
     check_embedding_body(body)
-    return _json_response(await gateway.embeddings(request, body, key))
+    return _response(await runtime.gateway.embeddings(request, snapshot, body, key), body)
 
 
 async def explain(request: Request) -> Response:
-    gateway, key = _gateway_and_key(request)
-    body = await read_json_object(request, runtime_of(request).settings.max_body_bytes)
-    kind = request_kind(body)
-    if kind == "embedding":
-        check_embedding_body(body)
+    runtime, snapshot, key = _pinned(request)
+    body = await read_json_object(request, runtime.settings.max_body_bytes)
+    operation: Operation
+    if is_responses_body(body, snapshot.policy):  # routed as the chat body it becomes
+        body, operation = await explained_chat_body(runtime.gateway, body, key), "responses"
     else:
-        check_chat_body(body, gateway.policy.defaults.max_n)
-    decision = await gateway.decide(body, request.headers, kind, key)
+        operation = check_explain_body(body, snapshot.policy.defaults.max_n)
+    decision = await runtime.gateway.explain(snapshot, body, request.headers, operation, key)
     return Response(orjson.dumps(decision_json(decision)), media_type="application/json")
 
 
 async def list_models(request: Request) -> Response:
-    gateway, key = _gateway_and_key(request)
-    policy = gateway.policy
-    created = runtime_of(request).loaded_at
+    runtime, snapshot, key = _pinned(request)
+    policy = snapshot.policy
+    created = runtime.loaded_at
     entries = [_model_entry(name, created, "tier-router") for name in policy.routes]
     entries += [_model_entry(tier, created, "tier-router") for tier in policy.tiers if tier not in policy.routes]
     entries += [_model_entry(m.name, created, m.provider) for m in policy.models.values()]
@@ -75,43 +79,10 @@ def _model_entry(name: str, created: int, owner: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": created, "owned_by": owner}
 
 
-def _routing_headers(answered: Answered, decision: Decision, record: RequestRecord) -> dict[str, str]:
-    model = answered.model
-    return {
-        "x-router-model": model.name,
-        "x-router-provider": model.provider,
-        "x-router-tier": decision.tier,
-        "x-router-route": decision.route,
-        "x-router-attempts": str(record.attempts),
-    }
-
-
-def _json_response(reply: Reply) -> Response:
-    answered, record = reply.answered, reply.record
-    assert answered.completion is not None
-    body = answered.completion.body
-    body["model"] = answered.model.name
-    headers = {**_routing_headers(answered, reply.decision, record), **reply.headers}
-    headers["x-router-cost-usd"] = f"{record.cost_usd:.8f}"
-    if record.usage_estimated:
-        headers["x-router-cost-estimated"] = "true"
-    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
-
-
-def _stream_response(gateway: Gateway, reply: Reply, client_wants_usage: bool) -> Response:
-    answered, record = reply.answered, reply.record
-    assert answered.stream is not None
-    relay = Relay(
-        answered.first_chunks,
-        answered.stream,
-        answered.model.name,
-        client_wants_usage,
-        gateway.dispatcher.timeouts(reply.decision.route, answered.model),
-        record.started,
-        gateway.estimate_usage(record),
-        functools.partial(gateway.end_stream, record, answered),
-    )
-    return RelayResponse(relay, {**_routing_headers(answered, reply.decision, record), **reply.headers})
+def _response(reply: Reply, body: dict[str, Any]) -> Response:
+    if isinstance(reply, CompletedReply):
+        return Response(orjson.dumps(reply.body), media_type="application/json", headers=reply.headers)
+    return SSEResponse(reply.stream, reply.headers, wants_usage(body))
 
 
 routes = [

@@ -9,6 +9,8 @@ import orjson
 from starlette.requests import Request
 
 from router.errors import BodyTooLarge, ForbiddenField, InvalidRequest, NestingTooDeep, UnsupportedMediaType
+from router.policy.features import request_kind
+from router.types import Operation
 
 # Top-level fields that would choose where to connect or with which credentials, in
 # litellm (``acompletion``'s keywords and the ``kwargs`` it reads) or in the OpenAI SDK.
@@ -183,6 +185,15 @@ def _check_tools(body: dict[str, Any]) -> None:
                 f"'{name}': at most {MAX_TOOLS} tools may be declared ('tools' and legacy 'functions' together).",
                 param=name,
             )
+
+
+def check_explain_body(body: dict[str, Any], max_n: int) -> Operation:
+    """The operation a body to explain asks for, after the checks its own endpoint makes."""
+    if request_kind(body) == "embedding":
+        check_embedding_body(body)
+        return "embeddings"
+    check_chat_body(body, max_n)
+    return "chat"
 
 
 def check_embedding_body(body: dict[str, Any]) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from router.types import ModelKind
+
 MODEL_MAP_FILE = "model_prices_and_context_window_backup.json"
 PER_MILLION = 1_000_000
 
@@ -27,7 +29,7 @@ class CatalogEntry:
     context_window: int | None
     max_output_tokens: int | None
     capabilities: frozenset[str]
-    kind: str
+    kind: ModelKind
 
 
 def litellm_package_dir() -> Path:

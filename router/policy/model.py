@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from router.types import BudgetPeriod, ModelKind, UnsupportedParamPolicy
+
 PER_MILLION = 1_000_000
 
 
@@ -24,7 +26,7 @@ class Provider:
     tokens_per_second: float = 0.0
     failure_rate: float = 0.0
     unsupported_params: frozenset[str] = frozenset()
-    on_unsupported: str = "drop"
+    on_unsupported: UnsupportedParamPolicy = "drop"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,7 @@ class Model:
     upstream: str
     tier: str
     tier_rank: int
-    kind: str
+    kind: ModelKind
     price: Price
     price_source: str
     context_window: int
@@ -125,7 +127,7 @@ class Rule:
 @dataclass(frozen=True, slots=True)
 class Budget:
     usd: float
-    per: str  # day | month
+    per: BudgetPeriod
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,42 +13,39 @@ UpstreamError                 one failed attempt; counts against the model's hea
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from router.policy.model import Model, Timeouts
+from router.types import ErrorReason, Usage
+
+__all__ = [
+    "ChunkStream",
+    "Completion",
+    "ProviderAdapter",
+    "ProviderSaturated",
+    "UpstreamCall",
+    "UpstreamError",
+    "Usage",
+    "usage_from_openai",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-
-    @classmethod
-    def from_openai(cls, usage: Any) -> Usage | None:
-        """OpenAI's ``usage`` object; None when absent. Counts of the wrong type (a string,
-        a negative or absurd number) are a malformed upstream body: ``bad_response``."""
-        if usage is None:
-            return None
-        if not isinstance(usage, dict):
-            raise UpstreamError("bad_response", "upstream sent a usage that is not an object")
-        details = usage.get("prompt_tokens_details")
-        if details is not None and not isinstance(details, dict):
-            raise UpstreamError("bad_response", "upstream sent prompt_tokens_details that is not an object")
-        return cls(
-            input_tokens=_token_count(usage.get("prompt_tokens")),
-            output_tokens=_token_count(usage.get("completion_tokens")),
-            cached_tokens=_token_count(details.get("cached_tokens")) if details else 0,
-        )
-
-    def to_openai(self) -> dict[str, Any]:
-        return {
-            "prompt_tokens": self.input_tokens,
-            "completion_tokens": self.output_tokens,
-            "total_tokens": self.input_tokens + self.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
-        }
+def usage_from_openai(usage: Any) -> Usage | None:
+    """OpenAI's ``usage`` object; None when absent. Counts of the wrong type (a string,
+    a negative or absurd number) are a malformed upstream body: ``bad_response``."""
+    if usage is None:
+        return None
+    if not isinstance(usage, dict):
+        raise UpstreamError("bad_response", "upstream sent a usage that is not an object")
+    details = usage.get("prompt_tokens_details")
+    if details is not None and not isinstance(details, dict):
+        raise UpstreamError("bad_response", "upstream sent prompt_tokens_details that is not an object")
+    return Usage(
+        input_tokens=_token_count(usage.get("prompt_tokens")),
+        output_tokens=_token_count(usage.get("completion_tokens")),
+        cached_tokens=_token_count(details.get("cached_tokens")) if details else 0,
+    )
 
 
 MAX_TOKEN_COUNT = 2**31  # more tokens than any context window: a broken counter, not usage
@@ -68,9 +65,9 @@ def _token_count(value: Any) -> int:
 class UpstreamCall:
     model: Model
     body: Mapping[str, Any]
-    headers: Mapping[str, str] = field(default_factory=dict)
-    timeouts: Timeouts = field(default_factory=lambda: Timeouts(5.0, 20.0, 60.0, 120.0))
-    request_id: str = ""
+    headers: Mapping[str, str]
+    timeouts: Timeouts  # from the policy snapshot: the one place timeout values come from
+    request_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +77,15 @@ class Completion:
 
 
 class ChunkStream(Protocol):
+    """An open upstream stream of parsed ``chat.completion.chunk`` dicts.
+
+    ``buffered`` says whether the next chunk is already read and waiting (so a relay can
+    send chunks that arrived together in one write); an adapter that cannot tell returns
+    False. ``aclose`` releases the upstream connection and is safe to call twice."""
+
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+
+    def buffered(self) -> bool: ...
 
     async def aclose(self) -> None: ...
 
@@ -88,15 +93,14 @@ class ChunkStream(Protocol):
 class UpstreamError(Exception):
     """One failed attempt. ``retryable`` failures move on to the next candidate.
 
-    reasons: connect_error, timeout, ttft_timeout, idle_timeout, rate_limited, server_error,
-    auth_error, client_error, bad_response, stream_error, saturated
+    ``reason`` is one of ``router.types.ErrorReason``.
     """
 
     blames_model = True  # whether the failure counts against the model's health
 
     def __init__(
         self,
-        reason: str,
+        reason: ErrorReason,
         message: str,
         *,
         status: int | None = None,

@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from router.policy.model import Provider
-from router.providers.base import Completion, UpstreamCall, UpstreamError, Usage
+from router.providers.base import Completion, UpstreamCall, UpstreamError, usage_from_openai
 from router.providers.http_errors import error_from_status
 
 # OpenAI's chat completions parameters litellm translates; ``model``, ``stream`` and
@@ -84,7 +84,7 @@ class LiteLLMAdapter:
     async def complete(self, call: UpstreamCall) -> Completion:
         response = await self._call(self.litellm.acompletion, CHAT_PARAMETERS, call, stream=False)
         body = response.model_dump(exclude_none=False)
-        return Completion(body, Usage.from_openai(body.get("usage")))
+        return Completion(body, usage_from_openai(body.get("usage")))
 
     async def stream(self, call: UpstreamCall) -> LiteLLMStream:
         response = await self._call(
@@ -95,7 +95,7 @@ class LiteLLMAdapter:
     async def embed(self, call: UpstreamCall) -> Completion:
         response = await self._call(self.litellm.aembedding, EMBEDDING_PARAMETERS, call)
         body = response.model_dump()
-        return Completion(body, Usage.from_openai(body.get("usage")))
+        return Completion(body, usage_from_openai(body.get("usage")))
 
     async def aclose(self) -> None:
         return None
@@ -166,6 +166,9 @@ class LiteLLMStream:
         except Exception as exc:
             error = self.adapter.translate_error(exc)
             raise UpstreamError("stream_error", error.message) from None
+
+    def buffered(self) -> bool:
+        return False  # chunks come one at a time
 
     async def aclose(self) -> None:
         close = getattr(self.response, "aclose", None)

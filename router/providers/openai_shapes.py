@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from router.providers.base import Completion, UpstreamError, Usage
+from router.providers.base import Completion, UpstreamError, usage_from_openai
 
 
 def completion(parsed: Any) -> Completion:
@@ -24,7 +24,7 @@ def completion(parsed: Any) -> Completion:
         message = choice.get("message") if isinstance(choice, dict) else _bad("a choice that is not an object")
         if message is not None:
             _check_message(message, "message")
-    return Completion(parsed, Usage.from_openai(parsed.get("usage")))
+    return Completion(parsed, usage_from_openai(parsed.get("usage")))
 
 
 def embeddings(parsed: Any) -> Completion:
@@ -37,7 +37,7 @@ def embeddings(parsed: Any) -> Completion:
         vector = item.get("embedding") if isinstance(item, dict) else None
         if not isinstance(vector, (list, str)):  # a str is encoding_format: base64
             _bad("an embedding item without a vector")
-    return Completion(parsed, Usage.from_openai(parsed.get("usage")))
+    return Completion(parsed, usage_from_openai(parsed.get("usage")))
 
 
 def chunk(parsed: Any) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def chunk(parsed: Any) -> dict[str, Any]:
                 _check_message(delta, "delta")
     usage = parsed.get("usage")
     if usage is not None:
-        Usage.from_openai(usage)  # raises on counts of the wrong type
+        usage_from_openai(usage)  # raises on counts of the wrong type
     return parsed
 
 

@@ -213,6 +213,9 @@ class SimulatedStream:
             yield reply.chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reply.finish_reason}])
         yield reply.chunk([], reply.usage)
 
+    def buffered(self) -> bool:
+        return False  # chunks come one at a time
+
     async def aclose(self) -> None:
         self.closed = True
 

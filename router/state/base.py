@@ -4,7 +4,8 @@
 - budgets: reserve an estimate atomically before calling upstream, settle with the actual
   cost after (idempotently), release on failure; abandoned reservations expire;
 - rate limits: GCRA over requests and tokens per minute, both checked atomically;
-- an exact-match response cache.
+- an exact-match response cache;
+- stored Responses API responses (``store``, ``previous_response_id``), kept for a TTL.
 
 Money is integer micro-dollars. Every implementation gives the same answers; the Redis one
 makes them hold across replicas. Implementations raise ``StateUnavailable`` when their
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from router.circuit import ModelHealth
+from router.types import BudgetScope, RateLimit
+
+__all__ = ["MICRO", "BudgetScope", "RateDecision", "RateLimit", "Reservation", "StateStore", "StateUnavailable"]
 
 MICRO = 1_000_000
 
@@ -32,30 +36,10 @@ class StateBusy(StateUnavailable):
 
 
 @dataclass(frozen=True, slots=True)
-class BudgetScope:
-    """One budget: ``name`` like ``key:web-app`` or ``team:web``, its window and limit."""
-
-    name: str
-    window: str  # e.g. "2026-11-25" (per day) or "2026-11" (per month)
-    limit_micros: int
-    window_ttl_s: int  # how long the window's counters are kept
-    per: str = "day"  # day | month: when the window resets
-
-
-@dataclass(frozen=True, slots=True)
 class Reservation:
     admitted: bool
     spent_micros: int
     reserved_micros: int
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """GCRA limits for one client key; a zero rate means unlimited."""
-
-    name: str
-    requests_per_minute: int
-    tokens_per_minute: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +78,12 @@ class StateStore(Protocol):
     # response cache
     async def cache_get(self, key: str) -> bytes | None: ...
     async def cache_put(self, key: str, value: bytes, ttl_s: int) -> None: ...
+
+    # stored responses (Responses API), an opaque document per response id
+    async def response_get(self, response_id: str) -> bytes | None: ...
+    async def response_put(self, response_id: str, value: bytes, ttl_s: int) -> None: ...
+    async def response_delete(self, response_id: str) -> bool:
+        """True if it was there."""
 
     async def ping(self) -> bool: ...
     async def aclose(self) -> None: ...

@@ -14,6 +14,7 @@ from router.state.gcra import GcraResult, gcra
 
 LATENCY_WEIGHT = 0.2  # weight of the newest observation in the moving average
 MAX_CACHE_ENTRIES = 10_000
+MAX_STORED_RESPONSES = 10_000  # the oldest goes first past this (use Redis to keep more)
 
 
 @dataclass
@@ -38,6 +39,7 @@ class MemoryStateStore:
         self._budgets: dict[tuple[str, str], _Budget] = {}
         self._tats: dict[str, float] = {}
         self._cache: dict[str, tuple[bytes, float]] = {}
+        self._responses: dict[str, tuple[bytes, float]] = {}
 
     # model health -----------------------------------------------------------------------
     async def health(self, models: Iterable[str]) -> Mapping[str, ModelHealth]:
@@ -141,6 +143,24 @@ class MemoryStateStore:
         if len(self._cache) >= MAX_CACHE_ENTRIES:
             self._cache.pop(next(iter(self._cache)))
         self._cache[key] = (value, time.time() + ttl_s)
+
+    # stored responses -----------------------------------------------------------------------
+    async def response_get(self, response_id: str) -> bytes | None:
+        entry = self._responses.get(response_id)
+        if entry is None or entry[1] <= time.time():
+            self._responses.pop(response_id, None)
+            return None
+        return entry[0]
+
+    async def response_put(self, response_id: str, value: bytes, ttl_s: int) -> None:
+        if len(self._responses) >= MAX_STORED_RESPONSES:
+            self._responses.pop(next(iter(self._responses)))
+        self._responses[response_id] = (value, time.time() + ttl_s)
+
+    async def response_delete(self, response_id: str) -> bool:
+        found = await self.response_get(response_id) is not None  # an expired one is not there
+        self._responses.pop(response_id, None)
+        return found
 
     async def ping(self) -> bool:
         return True

@@ -12,6 +12,7 @@ Key layout (Redis Cluster-safe: all keys one script touches share a ``{hash tag}
     <p>:{health}:open                       zset    model -> open_until (for the max-ejected share)
     <p>:{health}:latency                    hash    model -> EWMA latency (s), weight 0.2
     <p>:cache:<key>                         string  cached response, EX ttl (single-key ops)
+    <p>:resp:<response id>                  string  stored Responses API response, EX ttl
 
 ``<p>`` is ``prefix`` (default ``tr``). Budget keys expire ``scope.window_ttl_s`` after their
 last write. Budget and rate-limit scripts read the clock with ``TIME`` so replicas with skewed
@@ -448,6 +449,9 @@ class RedisStateStore:
     def _cache_key(self, key: str) -> str:
         return f"{self.prefix}:cache:{key}"
 
+    def _response_key(self, response_id: str) -> str:
+        return f"{self.prefix}:resp:{response_id}"
+
     # start-up -----------------------------------------------------------------------------
     async def self_test(self) -> None:
         """Load every script, run each once on throw-away keys, then open the connection pool.
@@ -657,6 +661,17 @@ class RedisStateStore:
             await self._bounded(lambda: self.client.delete(self._cache_key(key)))
             return
         await self._bounded(lambda: self.client.set(self._cache_key(key), value, ex=int(ttl_s)))
+
+    # stored responses -----------------------------------------------------------------------
+    async def response_get(self, response_id: str) -> bytes | None:
+        value = await self._bounded(lambda: self.client.get(self._response_key(response_id)))
+        return value.encode() if isinstance(value, str) else value
+
+    async def response_put(self, response_id: str, value: bytes, ttl_s: int) -> None:
+        await self._bounded(lambda: self.client.set(self._response_key(response_id), value, ex=max(int(ttl_s), 1)))
+
+    async def response_delete(self, response_id: str) -> bool:
+        return bool(await self._bounded(lambda: self.client.delete(self._response_key(response_id))))
 
     # lifecycle ----------------------------------------------------------------------------
     async def ping(self) -> bool:

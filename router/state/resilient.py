@@ -6,6 +6,7 @@
 | rate limits    | local: each replica enforces limit ÷ ROUTER_REPLICAS | ROUTER_REDIS_ON_FAILURE_RATE_LIMITS=closed/open |
 | model health   | local: this replica's own circuit breakers           | —                                        |
 | response cache | bypassed                                             | —                                        |
+| stored responses | kept on this replica; read here first, else 503    | —                                        |
 
 After a failure Redis is not asked again for ``RETRY_AFTER_S`` (so requests do not each
 pay the timeout), then it is tried again: service recovers by itself when Redis is back.
@@ -227,6 +228,23 @@ class ResilientStore:
             await self._try(lambda: self.primary.cache_put(key, value, ttl_s))
         except StateUnavailable:
             pass
+
+    # stored responses: this replica keeps what it could not write; a miss it cannot check is an error
+    async def response_get(self, response_id: str) -> bytes | None:
+        kept = await self.local.response_get(response_id)
+        if kept is not None:
+            return kept
+        return await self._try(lambda: self.primary.response_get(response_id))
+
+    async def response_put(self, response_id: str, value: bytes, ttl_s: int) -> None:
+        try:
+            await self._try(lambda: self.primary.response_put(response_id, value, ttl_s))
+        except StateUnavailable:
+            await self.local.response_put(response_id, value, ttl_s)
+
+    async def response_delete(self, response_id: str) -> bool:
+        kept = await self.local.response_delete(response_id)
+        return await self._try(lambda: self.primary.response_delete(response_id)) or kept
 
     async def ping(self) -> bool:
         try:

@@ -1,0 +1,179 @@
+"""OpenAI's Responses API: ``POST /v1/responses``, ``GET`` and ``DELETE /v1/responses/{id}``.
+
+Parse and format only. ``Gateway.responses`` owns the request (translate to chat, decide,
+admit, dispatch, account, store); a stream's chat chunks are formatted here as Responses
+events (``router.responses.ResponsesStreamTranslator``, framed by ``sse_event``):
+``response.created`` … ``response.completed`` with usage, or, when the upstream fails after
+the first chunk, ``error`` then ``response.failed`` (so the openai SDK raises). A finished
+response is handed to ``Gateway.keep_response`` before its last event leaves, so a client
+continuing from it at once finds it stored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from router.api.requests import MAX_TOOLS, read_json_object
+from router.api.streaming import SSE_HEADERS
+from router.errors import InvalidRequest
+from router.gateway import CompletedReply, Gateway, ResponsesStreamingReply
+from router.policy.model import ClientKey, Policy
+from router.responses import ResponsesStreamTranslator, sse_event, to_chat_request
+from router.runtime import Runtime, runtime_of
+from router.snapshot import PolicySnapshot
+
+# Fields only a Responses body has: with one of them (and no ``messages``) an explain body is
+# a Responses request, not an embeddings one.
+RESPONSES_ONLY_FIELDS = frozenset(
+    {"instructions", "previous_response_id", "max_output_tokens", "text", "reasoning", "tools", "tool_choice", "store"}
+)
+
+
+def _pinned(request: Request) -> tuple[Runtime, PolicySnapshot, ClientKey | None]:
+    state = request.state
+    return runtime_of(request), state.snapshot, state.client_key
+
+
+async def create_response(request: Request) -> Response:
+    runtime, snapshot, key = _pinned(request)
+    body = await read_json_object(request, runtime.settings.max_body_bytes)
+    check_responses_body(body)
+    reply = await runtime.gateway.responses(request, snapshot, body, key)
+    if isinstance(reply, CompletedReply):
+        return Response(orjson.dumps(reply.body), media_type="application/json", headers=reply.headers)
+    return ResponsesSSE(reply, runtime.gateway)
+
+
+async def retrieve_response(request: Request) -> Response:
+    runtime, _, key = _pinned(request)
+    response_id = request.path_params["response_id"]
+    stored = await runtime.gateway.stored_response(response_id, key)
+    if stored is None:
+        raise _not_found(response_id)
+    return Response(orjson.dumps(stored["response"]), media_type="application/json")
+
+
+async def delete_response(request: Request) -> Response:
+    runtime, _, key = _pinned(request)
+    response_id = request.path_params["response_id"]
+    if not await runtime.gateway.delete_response(response_id, key):
+        raise _not_found(response_id)
+    body = {"id": response_id, "object": "response.deleted", "deleted": True}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _not_found(response_id: str) -> InvalidRequest:
+    """Missing, expired, deleted or another team's: the same answer, so existence is not revealed."""
+    return InvalidRequest(f"Response with id '{response_id}' not found.", status=404, code="response_not_found")
+
+
+def check_responses_body(body: Mapping[str, Any]) -> None:
+    """What routing needs before translation (the translator checks the rest, naming each field)."""
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise InvalidRequest("'model' must be a string: a route, a tier or a model name.", param="model")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean.", param="stream")
+    limit = body.get("max_output_tokens")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise InvalidRequest("'max_output_tokens' must be a positive integer.", param="max_output_tokens")
+    tools = body.get("tools")
+    if isinstance(tools, list) and len(tools) > MAX_TOOLS:
+        raise InvalidRequest(f"'tools': at most {MAX_TOOLS} tools may be declared.", param="tools")
+
+
+# explain ---------------------------------------------------------------------------------------
+def is_responses_body(body: Mapping[str, Any], policy: Policy) -> bool:
+    """A Responses body (to explain): no ``messages``, and ``input`` as a list of items, a
+    Responses-only field, or a string ``input`` asked of a chat model by name. A bare string
+    ``input`` to a route or tier stays an embeddings body."""
+    if "messages" in body or "input" not in body:
+        return False
+    given = body["input"]
+    if not RESPONSES_ONLY_FIELDS.isdisjoint(body) or (
+        isinstance(given, list) and any(isinstance(item, Mapping) for item in given)
+    ):
+        return True
+    model = policy.models.get(body.get("model") or "")
+    return isinstance(given, str) and model is not None and model.kind == "chat"
+
+
+async def explained_chat_body(gateway: Gateway, body: Mapping[str, Any], key: ClientKey | None) -> dict[str, Any]:
+    """The chat body a Responses body is routed as (with its stored conversation, if any)."""
+    check_responses_body(body)
+    return to_chat_request(body, previous_items=await gateway.previous_items(body, key))
+
+
+# streaming -------------------------------------------------------------------------------------
+class ResponsesSSE(StreamingResponse):
+    """Responses stream events; the chat stream under them is always closed, even if never read."""
+
+    def __init__(self, reply: ResponsesStreamingReply, gateway: Gateway) -> None:
+        super().__init__(
+            _events(reply, gateway), media_type="text/event-stream", headers={**SSE_HEADERS, **reply.headers}
+        )
+        self.stream = reply.stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.stream.aclose()
+
+
+def _frames(events: Iterable[Mapping[str, Any]]) -> bytes:
+    return b"".join(map(sse_event, events))
+
+
+async def _events(reply: ResponsesStreamingReply, gateway: Gateway) -> AsyncGenerator[bytes, None]:
+    stream, context = reply.stream, reply.context
+    model_name = stream.model.name
+    translator = ResponsesStreamTranslator(
+        request=context.body, response_id=context.response_id, created_at=context.created_at, model=model_name
+    )
+    saw_usage = False
+    try:
+        events = translator.start()
+        batch = stream.first_batch()
+        while batch:
+            for chunk in batch:
+                chunk["model"] = model_name
+                saw_usage = saw_usage or bool(chunk.get("usage"))
+                events += translator.feed(chunk)
+            if events:
+                yield _frames(events)  # chunks that arrived together leave together
+                events = []
+            batch = await stream.next_batch()
+        if stream.failure is not None:
+            reason = stream.failure
+            if reason == "internal_error":
+                message = "The router could not relay the rest of this stream; the answer is incomplete."
+                yield _frames(translator.fail(reason, message, error_type="server_error"))
+            else:
+                message = f"The upstream failed during the stream ({reason}); the answer is incomplete."
+                yield _frames(translator.fail(reason, message, error_type="upstream_error"))
+            return
+        if not saw_usage:  # the upstream sent none: the router's count (estimated), as for chat
+            translator.feed({"choices": [], "usage": stream.usage().to_openai()})
+        events = translator.finish(completed_at=int(time.time()))
+        if translator.response is not None:
+            await gateway.keep_response(context, translator.response)
+        yield _frames(events)
+    finally:
+        await stream.aclose()  # the request is finished before the response's last byte
+
+
+routes = [
+    Route("/v1/responses", create_response, methods=["POST"]),
+    Route("/v1/responses/{response_id}", retrieve_response, methods=["GET"]),
+    Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
+]
