@@ -643,29 +643,29 @@ def _ratelimit_headers(limit: RateLimit, verdict: RateDecision) -> dict[str, str
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work``; cancel it as soon as the client disconnects (the body is already read)
-    and raise ``ClientDisconnected``."""
-    task = asyncio.ensure_future(work)
-    gone = False
+    """Run ``work`` in the request's own task; cancel it as soon as the client disconnects
+    (the body is already read) and raise ``ClientDisconnected``. One watcher task per call."""
+    current = asyncio.current_task()
+    assert current is not None
+    gone = finished = False
 
     async def watch() -> None:
         nonlocal gone
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                gone = True
-                task.cancel()
-                return
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        if not finished:
+            gone = True
+            current.cancel()
 
     watcher = asyncio.ensure_future(watch())
     try:
-        return await task
+        return await work
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if gone and (current is None or not current.cancelling()):
+        if gone and current.uncancel() == 0:  # ours alone, not also a shutdown's
             raise ClientDisconnected("The client closed the connection before the answer was ready.") from None
         raise
     finally:
+        finished = True
         watcher.cancel()
 
 

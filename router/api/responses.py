@@ -22,7 +22,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from router.api.requests import MAX_TOOLS, read_json_object
-from router.api.streaming import SSE_HEADERS
+from router.api.streaming import SSE_HEADERS, stream_until_disconnect
 from router.errors import InvalidRequest
 from router.gateway import CompletedReply, Gateway, ResponsesStreamingReply
 from router.policy.model import ClientKey, Policy
@@ -125,7 +125,7 @@ class ResponsesSSE(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            await stream_until_disconnect(self, receive, send)
         finally:
             await self.stream.aclose()
 

@@ -52,6 +52,7 @@ class OpenAICompatibleAdapter:
         self.session = session
         self.connections = asyncio.Semaphore(max_connections)
         self.redact = redact
+        self._client_timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self.base_headers = {"content-type": "application/json", **provider.headers}
         if provider.api_key:
             self.base_headers["authorization"] = f"Bearer {provider.api_key}"
@@ -90,6 +91,13 @@ class OpenAICompatibleAdapter:
         for name in self.provider.unsupported_params & body.keys():
             del body[name]
         return body
+
+    def _client_timeout(self, connect_s: float) -> aiohttp.ClientTimeout:
+        """aiohttp's timeout for a connect limit, made once per limit (the policy has few)."""
+        found = self._client_timeouts.get(connect_s)
+        if found is None:
+            found = self._client_timeouts[connect_s] = aiohttp.ClientTimeout(total=None, connect=connect_s)
+        return found
 
     def _error(self, status: int, body: bytes, retry_after: str | None) -> UpstreamError:
         return error_from_status(status, body, retry_after, self.redact)
@@ -150,7 +158,7 @@ class OpenAICompatibleAdapter:
                 headers[name] = call.headers[name]
         if call.request_id:
             headers["x-client-request-id"] = call.request_id
-        timeout = aiohttp.ClientTimeout(total=None, connect=call.timeouts.connect_s)
+        timeout = self._client_timeout(call.timeouts.connect_s)
         data = orjson.dumps(body)
         try:
             try:
