@@ -49,7 +49,8 @@ async def create_response(request: Request) -> Response:
     reply = await runtime.gateway.responses(request, snapshot, body, key)
     if isinstance(reply, CompletedReply):
         return Response(orjson.dumps(reply.body), media_type="application/json", headers=reply.headers)
-    return SSEResponse(reply.stream, reply.headers, False, relay=ResponsesRelay(reply, runtime.gateway))
+    relay = NativeRelay(reply, runtime.gateway) if reply.native else ResponsesRelay(reply, runtime.gateway)
+    return SSEResponse(reply.stream, reply.headers, False, relay=relay)
 
 
 async def retrieve_response(request: Request) -> Response:
@@ -149,6 +150,51 @@ class ResponsesRelay:
         events = translator.finish(completed_at=int(time.time()))
         if translator.response is not None:
             await self.gateway.keep_response(self.context, translator.response)
+        return _frames(events)
+
+
+class NativeRelay:
+    """A native upstream's Responses events relayed one by one (a ``Relay``), each ``response``
+    snapshot under the router's response id and model name; the finished one is stored. A
+    failure after the first event ends with ``error`` and ``response.failed``, numbered on."""
+
+    __slots__ = ("context", "gateway", "model_name", "response", "sequence")
+
+    def __init__(self, reply: ResponsesStreamingReply, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.context = reply.context
+        self.model_name = reply.stream.model.name
+        self.response: dict[str, Any] | None = None
+        self.sequence = 0
+
+    def start(self) -> bytes:
+        return b""
+
+    def chunk(self, chunk: dict[str, Any]) -> bytes:
+        response = chunk.get("response")
+        if response is not None:
+            response["id"] = self.context.response_id
+            response["model"] = self.model_name
+            self.response = response
+        sequence = chunk.get("sequence_number")
+        if isinstance(sequence, int):
+            self.sequence = sequence + 1
+        return sse_event(chunk)
+
+    async def end(self, stream: Streaming) -> bytes:
+        if stream.failure is None:
+            if self.response is not None:
+                await self.gateway.keep_response(self.context, self.response)
+            return b""
+        error_type, message = stream_failure_message(stream.failure)
+        code = stream.failure
+        error = {"type": error_type, "code": code, "message": message, "param": None}
+        failed = {**(self.response or {}), "status": "failed", "error": {"code": code, "message": message}}
+        events = [
+            {"type": "error", "sequence_number": self.sequence, "code": code, "message": message, "param": None}
+            | {"error": error},
+            {"type": "response.failed", "sequence_number": self.sequence + 1, "response": failed},
+        ]
         return _frames(events)
 
 
