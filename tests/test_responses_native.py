@@ -15,8 +15,10 @@ import httpx
 import openai
 import pytest
 
+from router.policy.loader import PolicyError, parse_policy
 from tests.fakes.responses_upstream import ANSWER, FakeResponsesUpstream
 from tests.harness import RunningRouter, metric_sum, one_model_policy, scrape, write_policy
+from tests.policies import model, policy, provider
 
 
 @pytest.fixture()
@@ -100,7 +102,7 @@ def test_a_malformed_native_body_is_an_upstream_failure(router, native_upstream)
     assert reply.status_code == 502 and reply.json()["error"]["code"]
 
 
-def test_web_search_on_a_translated_route_names_the_native_providers(tmp_path):
+def test_web_search_without_any_native_provider_is_still_a_400_and_calls_nothing(tmp_path):
     with FakeResponsesUpstream() as translated:
         text = one_model_policy(translated.base_url)
         with RunningRouter(write_policy(tmp_path, text, name="translated.yaml")) as running:
@@ -110,3 +112,37 @@ def test_web_search_on_a_translated_route_names_the_native_providers(tmp_path):
             )
     assert reply.status_code == 400 and reply.json()["error"]["code"] == "unsupported_tool"
     assert translated.requests == []
+
+
+def test_web_search_on_a_route_with_a_translated_candidate_is_refused_naming_the_native_provider(tmp_path):
+    with FakeResponsesUpstream() as upstream:
+        text = policy(
+            providers={
+                "openai-native": provider(upstream.base_url, responses_api="native"),
+                "groq": provider(upstream.base_url),
+            },
+            models={"native-model": model("openai-native"), "chat-model": model("groq", price=(0.5, 1.0))},
+            tiers=["standard"],
+            routes={"standard": {"tier": "standard"}},
+            baseline_model="native-model",
+        )
+        with RunningRouter(write_policy(tmp_path, text, name="mixed.yaml")) as running:
+            reply = httpx.post(
+                running.base_url + "/responses",
+                json={"model": "standard", "input": "hi", "tools": [{"type": "web_search"}]},
+            )
+            assert upstream.requests == []
+    error = reply.json()["error"]
+    assert reply.status_code == 400 and error["code"] == "unsupported_tool"
+    assert "openai-native" in error["message"] and "groq" not in error["message"]
+
+
+def test_responses_api_native_is_refused_on_a_provider_that_is_not_openai_shaped():
+    text = policy(
+        providers={"sim": provider(type="simulated", api_key=None, responses_api="native")},
+        models={"solo": model("sim", upstream=None)},
+        baseline_model="solo",
+    )
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(text.encode(), "p.yaml", {})
+    assert any("providers.sim.responses_api" in e and "only an openai provider" in e for e in refused.value.errors)
