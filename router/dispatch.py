@@ -548,10 +548,12 @@ def _tally_chunk(chunk: dict[str, Any], tally: StreamTally) -> None:
     if usage:
         tally.usage = usage_from_openai(usage) or tally.usage
         tally.reported_usage = usage
-    elif "type" in chunk:  # a native Responses event
-        _tally_event(chunk, tally)
+    choices = chunk.get("choices")
+    if not choices:
+        if "type" in chunk:  # a native Responses event
+            _tally_event(chunk, tally)
         return
-    for choice in chunk.get("choices") or ():
+    for choice in choices:
         delta = choice.get("delta") or {}
         if delta.get("content"):
             tally.text.append(delta["content"])
