@@ -27,6 +27,7 @@ from router.policy.features import RequestFeatures
 from router.policy.loader import PolicyError, parse_policy
 from tests.harness import RunningRouter, metric_sum, scrape, write_policy
 from tests.policies import model, policy, provider
+from tests.processes import wait_until
 
 GOOD = """\
 version: 1
@@ -411,8 +412,14 @@ def test_routed_answers_carry_x_router_difficulty_and_go_to_the_tier_the_step_na
     stream = client.chat.completions.with_raw_response.create(model="auto", messages=HARD, stream=True)
     assert (stream.headers["x-router-difficulty"], stream.headers["x-router-tier"]) == (f"{scores[1]:.3f}", "frontier")
     list(stream.parse())
-    logged = [r.difficulty for r in caplog.records if r.name == "router.access" and r.path == "/v1/chat/completions"]
-    assert logged == [round(scores[0], 6), round(scores[1], 6), round(scores[1], 6)]
+
+    def logged() -> list[float]:
+        return [r.difficulty for r in caplog.records if r.name == "router.access" and r.path == "/v1/chat/completions"]
+
+    # a stream's access-log line is written once the server has finished the response, which
+    # may be just after the client read [DONE]
+    wait_until(lambda: len(logged()) == 3, 10, "the stream's access-log line")
+    assert logged() == [round(scores[0], 6), round(scores[1], 6), round(scores[1], 6)]
     samples = scrape(escalating_router.url)
     assert metric_sum(samples, "router_escalations_total", route="auto", tier="small") == 1
     assert metric_sum(samples, "router_escalations_total", route="auto", tier="frontier") == 2
