@@ -19,6 +19,7 @@ import yaml
 
 from router.budgets import scope
 from router.policy.model import Budget
+from router.shadow.evaluator import sampled
 from tests.fakes import FakeOpenAIUpstream
 from tests.fakes.openai_upstream import Reply
 from tests.harness import RunningRouter, metric_sum, scrape, write_policy
@@ -342,3 +343,46 @@ def test_the_verdict_log_holds_prompts_and_answers_only_with_keep_prompts(
         assert (secret in content) is keep
         assert secret not in samples
     assert ("messages" in entry) is keep
+
+
+def test_a_tool_call_answer_is_shown_to_the_judge_as_the_call_it_makes(
+    tmp_path: Path, cheap: FakeOpenAIUpstream, reference: FakeOpenAIUpstream, judge: FakeOpenAIUpstream
+) -> None:
+    cheap.script(Reply(tool_call=True, tool_arguments='{"city": "Canberra",  "units":"c"}'))
+    reference.script(Reply(tool_call=True, tool_arguments='{"units": "c", "city": "Canberra"}'))
+    judge.script(verdict("tie"), verdict("tie"))
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    with start(tmp_path, shadow_policy(cheap, reference, judge, shadow={})) as router:
+        ask(sdk(router), tools=tools)
+        [row] = wait_for(router, judged(1))["data"]
+    shown = judge.chat_requests[0].json["messages"][1]["content"]
+    call = 'calls get_weather({"city":"Canberra","units":"c"})'
+    assert shown.count(call) == 2  # both answers, the same call whatever the argument order
+    assert "[tools offered] get_weather" in shown
+    assert reference.chat_requests[0].json["tools"] == tools
+    assert row["verdicts"]["same"] == 1
+
+
+def test_shutdown_drops_what_it_cannot_drain_in_time_and_counts_it(
+    tmp_path: Path, cheap: FakeOpenAIUpstream, reference: FakeOpenAIUpstream, judge: FakeOpenAIUpstream
+) -> None:
+    reference.script(*[Reply(delay_s=3.0)] * 3)
+    router = start(tmp_path, shadow_policy(cheap, reference, judge, shadow={}), shadow_drain_s=0.3)
+    with router:
+        client = sdk(router)
+        for _ in range(3):
+            ask(client)
+        began = time.monotonic()
+    assert time.monotonic() - began < 2.5  # not the reference's 3 s
+    shadow = router.app.state.runtime.gateway.shadow
+    assert shadow.dropped["shutdown"] == 3  # one running, two queued
+    assert shadow.tallies == {}
+
+
+def test_sampling_takes_the_share_asked_for_and_the_same_request_always_the_same_way() -> None:
+    ids = [f"req-{i}" for i in range(4000)]
+    taken = sum(sampled(i, 0.1) for i in ids)
+    # 0.1 × 4000 = 400, standard deviation √(4000 × 0.1 × 0.9) ≈ 19: five of them either side
+    assert 305 <= taken <= 495
+    assert [sampled(i, 0.1) for i in ids[:100]] == [sampled(i, 0.1) for i in ids[:100]]
+    assert all(sampled(i, 1.0) for i in ids[:100])
