@@ -135,8 +135,6 @@ class Shadow:
         self.tallies: dict[tuple[str, str], Tally] = {}
         self.spend_usd: dict[str, float] = {}
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
-        for reason in DROP_REASONS:
-            metrics.shadow_dropped.labels(reason=reason)
 
     # the request path -------------------------------------------------------------------
     def offer(
