@@ -20,10 +20,12 @@ import yaml
 from router.budgets import scope
 from router.policy.model import Budget
 from router.shadow.evaluator import sampled
+from router.state.redis_store import RedisStateStore
 from tests.fakes import FakeOpenAIUpstream
 from tests.fakes.openai_upstream import Reply
 from tests.harness import RunningRouter, metric_sum, scrape, write_policy
 from tests.policies import key, model, policy, provider
+from tests.processes import RedisServer
 
 ADMIN = "sk-admin-shadow"
 CLIENT = "sk-client-shadow"
@@ -386,3 +388,33 @@ def test_sampling_takes_the_share_asked_for_and_the_same_request_always_the_same
     assert 305 <= taken <= 495
     assert [sampled(i, 0.1) for i in ids[:100]] == [sampled(i, 0.1) for i in ids[:100]]
     assert all(sampled(i, 1.0) for i in ids[:100])
+
+
+def test_the_shadow_budget_holds_across_two_replicas_sharing_redis(
+    tmp_path: Path, cheap: FakeOpenAIUpstream, reference: FakeOpenAIUpstream, judge: FakeOpenAIUpstream
+) -> None:
+    cap_usd = 0.006
+    judge.script(*[verdict("tie")] * 40)
+    text = shadow_policy(cheap, reference, judge, shadow={"budget": {"usd": cap_usd, "per": "day"}})
+    with RedisServer() as redis:
+        with start(tmp_path, text, redis_url=redis.url) as a, start(tmp_path, text, redis_url=redis.url) as b:
+            clients = (sdk(a), sdk(b))
+            for index in range(8):
+                ask(clients[index % 2], max_tokens=10)
+                time.sleep(0.2)
+            reports = [wait_for(router, lambda r: r["dropped"]["budget"] >= 1) for router in (a, b)]
+
+        async def usage() -> Any:
+            store = RedisStateStore(redis.url)
+            try:
+                return await store.budget_usage(scope("shadow:standard", Budget(cap_usd, "day")))
+            finally:
+                await store.aclose()
+
+        shared = asyncio.run(usage())
+    judged_total = sum(row["judged"] for report in reports for row in report["data"])
+    spent_total = sum(report["spend"]["standard"]["usd"] for report in reports)
+    assert judged_total >= 1
+    assert shared.reserved_micros == 0
+    assert shared.spent_micros <= cap_usd * 1e6  # never past the cap, whichever replica spent it
+    assert shared.spent_micros == pytest.approx(spent_total * 1e6, abs=3 * judged_total)  # both replicas' spend
