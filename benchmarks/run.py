@@ -489,6 +489,19 @@ def startup_rows(targets: list[Target]) -> list[str]:
     return rows
 
 
+KEEP_MARKER = "<!-- Everything below this line is kept when benchmarks.run rewrites this file. -->"
+
+
+def _kept_sections(path: Path) -> str:
+    """The hand-written sections at the end of an existing results file (after KEEP_MARKER)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    _, marker, kept = text.partition(KEEP_MARKER)
+    return "\n" + marker + kept if marker else ""
+
+
 def write_results(path: Path, targets, concs, a, started: dt.datetime, wall_s: float) -> None:
     cmd = " ".join([".venv/bin/python -m benchmarks.run", *sys.argv[1:]])
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
@@ -525,7 +538,7 @@ def write_results(path: Path, targets, concs, a, started: dt.datetime, wall_s: f
             *compared,
             "",
         ]
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + _kept_sections(path))
     raw = {
         "command": cmd,
         "date": started.isoformat(),
@@ -554,7 +567,7 @@ async def amain(a) -> int:
     started = dt.datetime.now().astimezone()
     t_run = time.perf_counter()
     concs = a.concurrency
-    up_port, bare_port, router_port, litellm_port = (free_port() for _ in range(4))
+    up_port, bare_port, router_port, fastapi_port, litellm_port = (free_port() for _ in range(5))
     upstream_v1 = f"http://127.0.0.1:{up_port}/v1"
     env_common = {"PYTHONUNBUFFERED": "1", "BENCH_UPSTREAM_URL": upstream_v1}
     if not a.no_bytecode_cache:
@@ -624,6 +637,25 @@ async def amain(a) -> int:
         targets.append(router)
         if a.responses:
             targets.append(await responses_target(router))
+
+    # -- tier-router as a FastAPI application (issue 10, item 7): same routes and middleware
+    if a.fastapi and not a.skip_router:
+        fast = Target("fastapi", "tier-router (FastAPI app)", f"http://127.0.0.1:{fastapi_port}/v1", "standard")
+        fast.version = _pkg_version(Path(sys.executable), "fastapi")
+        cmd = (
+            [sys.executable, "-m", "benchmarks.fastapi_app"]
+            if fast.version
+            else "fastapi is not installed in this venv (make install-dev)"
+        )
+        fenv = {
+            **env_common,
+            "ROUTER_LOG_LEVEL": "warning",
+            "ROUTER_POLICY": "benchmarks/policy.yaml",
+            "ROUTER_HOST": "127.0.0.1",
+            "ROUTER_PORT": str(fastapi_port),
+        }
+        await start_target(fast, cmd, fenv, f"http://127.0.0.1:{fastapi_port}/healthz", a.router_timeout)
+        targets.append(fast)
 
     # -- LiteLLM proxy
     if not a.skip_litellm:
@@ -731,6 +763,11 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="concurrency 1 and 32 only, 2 s cells, 0.5 s warm-up")
     ap.add_argument("--skip-litellm", action="store_true", help="do not install/start the LiteLLM proxy")
     ap.add_argument("--skip-router", action="store_true", help="do not start tier-router")
+    ap.add_argument(
+        "--fastapi",
+        action="store_true",
+        help="also measure tier-router with FastAPI as the application object (needs fastapi installed)",
+    )
     ap.add_argument("--duration", type=float, default=None, help="seconds measured per cell (default 5; --quick 2)")
     ap.add_argument("--requests", type=int, default=None, help="fixed request count per cell instead of --duration")
     ap.add_argument("--warmup", type=float, default=None, help="warm-up seconds per cell (default 1; --quick 0.5)")

@@ -96,7 +96,13 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
     # Plain Starlette (FastAPI's base): the hot path needs no dependency injection or
     # OpenAPI, and FastAPI's extra ASGI layers measured ~20 µs per request here.
     app = Starlette(
-        routes=[*health_routes, *api_routes, *responses_routes, *completions_routes, *quality_routes],
+        routes=[
+            *api_routes,
+            *responses_routes,
+            *completions_routes,
+            *health_routes,
+            *quality_routes,
+        ],  # hot paths first
         lifespan=lifespan,
         exception_handlers={RouterError: _router_error, HTTPException: _http_error},
         middleware=[

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 
 import orjson
@@ -20,6 +21,7 @@ from router.policy.model import ClientKey, Policy
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 KEY_PREFIX = "sk-tr-"
 MAX_KEY_LENGTH = 256
+VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+")  # a key is one or more printable, non-space ASCII bytes
 INVALID_KEY = "Invalid or missing API key. Send 'Authorization: Bearer <key>' with a key issued by `router keys new`."
 
 
@@ -48,7 +50,7 @@ def _bearer_token(header: bytes | None) -> str | None:
     if not header or len(header) > MAX_KEY_LENGTH + 7:
         return None
     scheme, _, token = header.partition(b" ")
-    if scheme.lower() != b"bearer" or not token or not all(0x21 <= c <= 0x7E for c in token):
+    if scheme.lower() != b"bearer" or not VISIBLE_ASCII.fullmatch(token):
         return None
     return token.decode("ascii")
 

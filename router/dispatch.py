@@ -47,7 +47,9 @@ from router.providers.base import (
     UpstreamError,
     Usage,
     usage_from_openai,
+    usage_from_responses,
 )
+from router.providers.openai_compat import OpenAICompatibleAdapter
 from router.snapshot import PolicySnapshot
 from router.state.base import StateStore
 from router.types import ErrorReason, Operation
@@ -112,7 +114,10 @@ class Dispatcher:
         deadline = record.started  # the total timeout counts from the start of the request
 
         async def attempt(adapter: ProviderAdapter, call: UpstreamCall) -> Completed:
-            method = adapter.embed if operation == "embeddings" else adapter.complete
+            if operation == "responses":  # only native providers are given a Responses body
+                method = _native(adapter).responses
+            else:
+                method = adapter.embed if operation == "embeddings" else adapter.complete
             async with asyncio.timeout(max(deadline + call.timeouts.total_s - time.perf_counter(), 0.0)):
                 return Completed(call.model, await method(call))
 
@@ -125,14 +130,19 @@ class Dispatcher:
         body: Mapping[str, Any],
         headers: Mapping[str, str],
         record: RequestRecord,
+        native_responses: bool = False,
     ) -> Streaming:
-        """Open a stream and read up to its first content chunk: until then, failures fall back."""
+        """Open a stream and read up to its first content chunk: until then, failures fall back.
+        ``native_responses``: the body is a Responses request and the stream its events."""
 
         async def attempt(adapter: ProviderAdapter, call: UpstreamCall) -> Streaming:
             stream: ChunkStream | None = None
             try:
                 async with asyncio.timeout(call.timeouts.ttft_s):
-                    stream = await adapter.stream(call)
+                    if native_responses:
+                        stream = await _native(adapter).responses_stream(call)
+                    else:
+                        stream = await adapter.stream(call)
                     iterator = aiter(stream)
                     buffered = await _read_until_content(iterator)
             except BaseException:
@@ -278,6 +288,8 @@ class Dispatcher:
         )
         if limit is None:
             return body
+        if "messages" not in body and "input" in body:  # a native Responses request
+            return {**body, "max_output_tokens": limit}
         if (
             "max_completion_tokens" in body
             or "max_tokens" in snapshot.policy.providers[model.provider].unsupported_params
@@ -334,6 +346,11 @@ async def _read_until_content(iterator: AsyncIterator[dict[str, Any]]) -> list[d
             return buffered
 
 
+OPENING_EVENTS = frozenset({"response.created", "response.in_progress"})
+FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+DELTA_EVENTS = frozenset({"response.output_text.delta", "response.function_call_arguments.delta"})
+
+
 def _has_content(chunk: dict[str, Any]) -> bool:
     if chunk.get("usage"):
         return True
@@ -347,7 +364,8 @@ def _has_content(chunk: dict[str, Any]) -> bool:
             or choice.get("finish_reason")
         ):
             return True
-    return False
+    kind = chunk.get("type")  # a native Responses event: anything after the response's opening
+    return kind is not None and kind not in OPENING_EVENTS
 
 
 class Streaming:
@@ -530,7 +548,12 @@ def _tally_chunk(chunk: dict[str, Any], tally: StreamTally) -> None:
     if usage:
         tally.usage = usage_from_openai(usage) or tally.usage
         tally.reported_usage = usage
-    for choice in chunk.get("choices") or ():
+    choices = chunk.get("choices")
+    if not choices:
+        if "type" in chunk:  # a native Responses event
+            _tally_event(chunk, tally)
+        return
+    for choice in choices:
         delta = choice.get("delta") or {}
         if delta.get("content"):
             tally.text.append(delta["content"])
@@ -538,6 +561,23 @@ def _tally_chunk(chunk: dict[str, Any], tally: StreamTally) -> None:
             arguments = (call.get("function") or {}).get("arguments")
             if arguments:
                 tally.text.append(arguments)
+
+
+def _tally_event(event: dict[str, Any], tally: StreamTally) -> None:
+    kind = event["type"]
+    if kind in FINAL_EVENTS:
+        usage = usage_from_responses((event.get("response") or {}).get("usage"))
+        tally.usage = usage or tally.usage
+    elif kind in DELTA_EVENTS:
+        delta = event.get("delta")
+        if isinstance(delta, str):
+            tally.text.append(delta)
+
+
+def _native(adapter: ProviderAdapter) -> OpenAICompatibleAdapter:
+    if not isinstance(adapter, OpenAICompatibleAdapter):  # the policy loader allows native on openai only
+        raise UpstreamError("bad_response", "this provider cannot take a Responses request")
+    return adapter
 
 
 def client_error(error: UpstreamError) -> RouterError:

@@ -54,7 +54,7 @@ from router.policy.engine import Decision, decide
 from router.policy.features import RequestFeatures, features_for, with_difficulty
 from router.policy.model import ClientKey, Policy, ShadowRule
 from router.providers.base import Completion, Usage
-from router.responses import to_chat_request, to_responses_object
+from router.responses import BuiltinToolUnsupported, to_chat_request, to_responses_object
 from router.shadow.evaluator import Shadow, ShadowOptions
 from router.snapshot import PolicySnapshot
 from router.state.base import RateDecision, RateLimit, StateStore, StateUnavailable
@@ -108,6 +108,7 @@ class ResponsesStreamingReply:
     stream: Streaming
     headers: dict[str, str]
     context: ResponseContext
+    native: bool = False  # the stream's chunks are the upstream's own Responses events
 
 
 class Gateway:
@@ -245,26 +246,45 @@ class Gateway:
         record = self._open_record(request, policy, body, "responses", bool(body.get("stream")), key)
         async with self._owning(policy, record):
             previous = await self.previous_items(body, key)
-            chat_body = to_chat_request(body, previous_items=previous)
+            natives = [p.name for p in policy.providers.values() if p.responses_api == "native"]
+            builtin_refused: BuiltinToolUnsupported | None = None
+            try:
+                chat_body = to_chat_request(body, previous_items=previous, native_providers=natives)
+            except BuiltinToolUnsupported as refused:
+                if not natives:
+                    raise
+                builtin_refused = refused  # unless every candidate takes the request natively
+                chat_body = to_chat_request(_without_builtin_tools(body), previous_items=previous)
             decision, features = await self._decide(policy, record, chat_body, request.headers, "responses", key)
+            native = all(policy.providers[c.model.provider].responses_api == "native" for c in decision.candidates)
+            if builtin_refused is not None and not native:
+                raise builtin_refused
             headers = await self._rate_limit(decision, record, key, features.n)
             await self._reserve(policy, decision, features, record, key)
+            conversation = _conversation(previous, body.get("input"))
             context = ResponseContext(
                 f"resp_{uuid.uuid4().hex}",
                 int(time.time()),
                 body,
                 record.team,
-                None if body.get("store") is False else _conversation(previous, body.get("input")),
+                None if body.get("store") is False else conversation,
             )
+            upstream_body = _native_body(body, conversation) if native else chat_body
             if record.stream:
                 answered: Completed | Streaming = await self._open_stream(
-                    request, snapshot, decision, chat_body, record
+                    request, snapshot, decision, upstream_body, record, native
                 )
             else:
-                answered = await self._complete(request, snapshot, decision, chat_body, record, "chat")
+                operation: Operation = "responses" if native else "chat"
+                answered = await self._complete(request, snapshot, decision, upstream_body, record, operation)
         reply = self._reply(answered, decision, record, headers)
         if isinstance(reply, StreamingReply):
-            return ResponsesStreamingReply(reply.stream, reply.headers, context)
+            return ResponsesStreamingReply(reply.stream, reply.headers, context, native)
+        if native:  # the upstream's own response object, under the router's id and model name
+            response = reply.body
+            response["id"] = context.response_id
+            await self.keep_response(context, response)
+            return CompletedReply(response, reply.headers)
         response = to_responses_object(
             reply.body,
             request=body,
@@ -644,8 +664,9 @@ class Gateway:
         decision: Decision,
         body: dict[str, Any],
         record: RequestRecord,
+        native_responses: bool = False,
     ) -> Streaming:
-        work = self.dispatcher.open_stream(snapshot, decision, body, request.headers, record)
+        work = self.dispatcher.open_stream(snapshot, decision, body, request.headers, record, native_responses)
         stream = await cancel_on_disconnect(request, work)
         record.model = stream.model
         return stream
@@ -702,29 +723,29 @@ def _ratelimit_headers(limit: RateLimit, verdict: RateDecision) -> dict[str, str
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work``; cancel it as soon as the client disconnects (the body is already read)
-    and raise ``ClientDisconnected``."""
-    task = asyncio.ensure_future(work)
-    gone = False
+    """Run ``work`` in the request's own task; cancel it as soon as the client disconnects
+    (the body is already read) and raise ``ClientDisconnected``. One watcher task per call."""
+    current = asyncio.current_task()
+    assert current is not None
+    gone = finished = False
 
     async def watch() -> None:
         nonlocal gone
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                gone = True
-                task.cancel()
-                return
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        if not finished:
+            gone = True
+            current.cancel()
 
     watcher = asyncio.ensure_future(watch())
     try:
-        return await task
+        return await work
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if gone and (current is None or not current.cancelling()):
+        if gone and current.uncancel() == 0:  # ours alone, not also a shutdown's
             raise ClientDisconnected("The client closed the connection before the answer was ready.") from None
         raise
     finally:
+        finished = True
         watcher.cancel()
 
 
@@ -744,6 +765,24 @@ def _conversation(previous: Sequence[Any], given: Any) -> list[Any]:
         return [*previous, {"type": "message", "role": "user", "content": [{"type": "input_text", "text": given}]}]
     seen = {identity for item in previous for identity in _identities(item)}
     return [*previous, *(item for item in given or () if seen.isdisjoint(_identities(item)))]
+
+
+def _without_builtin_tools(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The body as routing sees it when built-in tools may yet be served natively."""
+    tools = body.get("tools") or ()
+    trimmed = {**body, "tools": [t for t in tools if isinstance(t, Mapping) and t.get("type") == "function"]}
+    choice = body.get("tool_choice")
+    if isinstance(choice, Mapping) and choice.get("type") != "function":
+        del trimmed["tool_choice"]
+    return trimmed
+
+
+def _native_body(body: Mapping[str, Any], conversation: list[Any]) -> dict[str, Any]:
+    """A Responses body for a native upstream: the stored conversation inlined (the router's
+    response ids mean nothing upstream), nothing kept upstream."""
+    native = {**body, "input": conversation, "store": False}
+    native.pop("previous_response_id", None)
+    return native
 
 
 def _identities(item: Any) -> list[tuple[str, str]]:

@@ -10,7 +10,8 @@ recorded as ``other``. With several uvicorn workers the values live in
 from __future__ import annotations
 
 import os
-from typing import Any, TypeVar
+from bisect import bisect_left
+from typing import Any, overload
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -25,7 +26,6 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 DIFFICULTY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 … 1.0
 CIRCUIT_STATES: dict[CircuitState, int] = {"closed": 0, "half_open": 1, "open": 2}
-Labelled = TypeVar("Labelled", Counter, Gauge, Histogram)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -37,6 +37,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._circuit: dict[tuple[str, str], CircuitState] = {}  # the state each circuit gauge shows
         r = self.registry
         client_labels = [
             "gen_ai_operation_name",
@@ -171,22 +172,36 @@ class Metrics:
             multiprocess_mode="max",
         )
 
-    def child(self, metric: Labelled, *values: str) -> Labelled:
+    @overload
+    def child(self, metric: Histogram, *values: str) -> HistogramChild: ...
+    @overload
+    def child(self, metric: Counter, *values: str) -> CounterChild: ...
+    @overload
+    def child(self, metric: Gauge, *values: str) -> Gauge: ...
+    def child(self, metric: Counter | Gauge | Histogram, *values: str) -> HistogramChild | CounterChild | Gauge:
         """``metric.labels(*values)``, remembered: the hot path skips label validation.
         Values are positional, in the metric's label order; all come from the policy or
-        fixed vocabularies, so the cache is bounded like the series themselves."""
+        fixed vocabularies, so the cache is bounded like the series themselves. A counter's
+        or histogram's child comes wrapped so that ``inc``/``observe`` go straight to its values."""
         key = (id(metric), values)
         found = self._children.get(key)
         if found is None:
-            found = self._children[key] = metric.labels(*values)
-        labelled: Labelled = found
-        return labelled
+            labelled = metric.labels(*values)
+            if isinstance(labelled, Histogram):
+                found = HistogramChild(labelled)
+            elif isinstance(labelled, Counter):
+                found = CounterChild(labelled)
+            else:
+                found = labelled
+            self._children[key] = found
+        return found
 
     def prime(self, policy: Policy, teams: tuple[str, ...] = ("none",)) -> None:
         """Create the series that are zero until something happens, so dashboards and
         alerts see 0 rather than no data: circuit states, rejections, reload results."""
         for model in policy.models.values():
             self.circuit_state.labels(model=model.name, provider=model.provider).set(0)
+            self._circuit[(model.name, model.provider)] = "closed"
         for team in teams:
             self.budget_rejections.labels(team=team)
             self.rate_limited.labels(team=team)
@@ -209,4 +224,42 @@ class Metrics:
         self.policy_info.labels(sha256=sha256).set(1)
 
     def set_circuit(self, model: str, provider: str, state: CircuitState) -> None:
-        self.child(self.circuit_state, model, provider).set(CIRCUIT_STATES[state])
+        """The model's circuit gauge, written only when its state changes (every request
+        reads every model's health)."""
+        key = (model, provider)
+        if self._circuit.get(key) != state:
+            self.child(self.circuit_state, model, provider).set(CIRCUIT_STATES[state])
+            self._circuit[key] = state
+
+
+class CounterChild:
+    """A labelled counter's ``inc`` without prometheus_client's per-call label and exemplar
+    checks (the labels were checked once, when the child was made)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, child: Counter) -> None:
+        self._value = child._value
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        self._value.inc(amount)
+
+
+class HistogramChild:
+    """A labelled histogram's ``observe``: the sum, then the one bucket found by bisection
+    (prometheus_client walks the bounds in order; the bucket is the same)."""
+
+    __slots__ = ("_bounds", "_buckets", "_sum")
+
+    def __init__(self, child: Histogram) -> None:
+        self._sum = child._sum
+        self._buckets = child._buckets
+        self._bounds = child._upper_bounds
+
+    def observe(self, amount: float) -> None:
+        self._sum.inc(amount)
+        index = bisect_left(self._bounds, amount)
+        if index < len(self._buckets):
+            self._buckets[index].inc(1)

@@ -5,7 +5,7 @@ timeout are enforced while reading, in ``http_protocol``."""
 from __future__ import annotations
 
 import logging
-import os
+import random
 import re
 import time
 from typing import Any
@@ -28,7 +28,8 @@ CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+    """96 random bits from ``random`` (no syscall; it reseeds itself in forked workers)."""
+    return f"req_{random.getrandbits(96):024x}"
 
 
 class RequestIdMiddleware:

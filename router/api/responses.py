@@ -12,17 +12,17 @@ continuing from it at once finds it stored.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from router.api.requests import MAX_TOOLS, read_json_object
-from router.api.streaming import SSE_HEADERS
+from router.api.streaming import SSEResponse, stream_failure_message
+from router.dispatch import Streaming
 from router.errors import InvalidRequest
 from router.gateway import CompletedReply, Gateway, ResponsesStreamingReply
 from router.policy.model import ClientKey, Policy
@@ -49,7 +49,8 @@ async def create_response(request: Request) -> Response:
     reply = await runtime.gateway.responses(request, snapshot, body, key)
     if isinstance(reply, CompletedReply):
         return Response(orjson.dumps(reply.body), media_type="application/json", headers=reply.headers)
-    return ResponsesSSE(reply, runtime.gateway)
+    relay = NativeRelay(reply, runtime.gateway) if reply.native else ResponsesRelay(reply, runtime.gateway)
+    return SSEResponse(reply.stream, reply.headers, False, relay=relay)
 
 
 async def retrieve_response(request: Request) -> Response:
@@ -114,62 +115,91 @@ async def explained_chat_body(gateway: Gateway, body: Mapping[str, Any], key: Cl
 
 
 # streaming -------------------------------------------------------------------------------------
-class ResponsesSSE(StreamingResponse):
-    """Responses stream events; the chat stream under them is always closed, even if never read."""
+class ResponsesRelay:
+    """Chat chunks as Responses events (a ``Relay`` for ``SSEResponse``); the finished response
+    is stored before its last event leaves."""
+
+    __slots__ = ("context", "gateway", "model_name", "saw_usage", "translator")
 
     def __init__(self, reply: ResponsesStreamingReply, gateway: Gateway) -> None:
-        super().__init__(
-            _events(reply, gateway), media_type="text/event-stream", headers={**SSE_HEADERS, **reply.headers}
+        context = reply.context
+        self.gateway = gateway
+        self.context = context
+        self.model_name = reply.stream.model.name
+        self.saw_usage = False
+        self.translator = ResponsesStreamTranslator(
+            request=context.body, response_id=context.response_id, created_at=context.created_at, model=self.model_name
         )
-        self.stream = reply.stream
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.stream.aclose()
+    def start(self) -> bytes:
+        return _frames(self.translator.start())
+
+    def chunk(self, chunk: dict[str, Any]) -> bytes:
+        chunk["model"] = self.model_name
+        if not self.saw_usage and chunk.get("usage"):
+            self.saw_usage = True
+        return _frames(self.translator.feed(chunk))
+
+    async def end(self, stream: Streaming) -> bytes:
+        translator = self.translator
+        if stream.failure is not None:
+            error_type, message = stream_failure_message(stream.failure)
+            return _frames(translator.fail(stream.failure, message, error_type=error_type))
+        if not self.saw_usage:  # the upstream sent none: the router's count (estimated), as for chat
+            translator.feed({"choices": [], "usage": stream.usage().to_openai()})
+        events = translator.finish(completed_at=int(time.time()))
+        if translator.response is not None:
+            await self.gateway.keep_response(self.context, translator.response)
+        return _frames(events)
+
+
+class NativeRelay:
+    """A native upstream's Responses events relayed one by one (a ``Relay``), each ``response``
+    snapshot under the router's response id and model name; the finished one is stored. A
+    failure after the first event ends with ``error`` and ``response.failed``, numbered on."""
+
+    __slots__ = ("context", "gateway", "model_name", "response", "sequence")
+
+    def __init__(self, reply: ResponsesStreamingReply, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.context = reply.context
+        self.model_name = reply.stream.model.name
+        self.response: dict[str, Any] | None = None
+        self.sequence = 0
+
+    def start(self) -> bytes:
+        return b""
+
+    def chunk(self, chunk: dict[str, Any]) -> bytes:
+        response = chunk.get("response")
+        if response is not None:
+            response["id"] = self.context.response_id
+            response["model"] = self.model_name
+            self.response = response
+        sequence = chunk.get("sequence_number")
+        if isinstance(sequence, int):
+            self.sequence = sequence + 1
+        return sse_event(chunk)
+
+    async def end(self, stream: Streaming) -> bytes:
+        if stream.failure is None:
+            if self.response is not None:
+                await self.gateway.keep_response(self.context, self.response)
+            return b""
+        error_type, message = stream_failure_message(stream.failure)
+        code = stream.failure
+        error = {"type": error_type, "code": code, "message": message, "param": None}
+        failed = {**(self.response or {}), "status": "failed", "error": {"code": code, "message": message}}
+        events = [
+            {"type": "error", "sequence_number": self.sequence, "code": code, "message": message, "param": None}
+            | {"error": error},
+            {"type": "response.failed", "sequence_number": self.sequence + 1, "response": failed},
+        ]
+        return _frames(events)
 
 
 def _frames(events: Iterable[Mapping[str, Any]]) -> bytes:
     return b"".join(map(sse_event, events))
-
-
-async def _events(reply: ResponsesStreamingReply, gateway: Gateway) -> AsyncGenerator[bytes, None]:
-    stream, context = reply.stream, reply.context
-    model_name = stream.model.name
-    translator = ResponsesStreamTranslator(
-        request=context.body, response_id=context.response_id, created_at=context.created_at, model=model_name
-    )
-    saw_usage = False
-    try:
-        events = translator.start()
-        batch = stream.first_batch()
-        while batch:
-            for chunk in batch:
-                chunk["model"] = model_name
-                saw_usage = saw_usage or bool(chunk.get("usage"))
-                events += translator.feed(chunk)
-            if events:
-                yield _frames(events)  # chunks that arrived together leave together
-                events = []
-            batch = await stream.next_batch()
-        if stream.failure is not None:
-            reason = stream.failure
-            if reason == "internal_error":
-                message = "The router could not relay the rest of this stream; the answer is incomplete."
-                yield _frames(translator.fail(reason, message, error_type="server_error"))
-            else:
-                message = f"The upstream failed during the stream ({reason}); the answer is incomplete."
-                yield _frames(translator.fail(reason, message, error_type="upstream_error"))
-            return
-        if not saw_usage:  # the upstream sent none: the router's count (estimated), as for chat
-            translator.feed({"choices": [], "usage": stream.usage().to_openai()})
-        events = translator.finish(completed_at=int(time.time()))
-        if translator.response is not None:
-            await gateway.keep_response(context, translator.response)
-        yield _frames(events)
-    finally:
-        await stream.aclose()  # the request is finished before the response's last byte
 
 
 routes = [

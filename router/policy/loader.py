@@ -366,6 +366,8 @@ class _Builder:
             self.error((*path, "base_url"), "an openai provider needs base_url (e.g. https://api.openai.com/v1)")
         if raw.base_url:
             self._check_base_url((*path, "base_url"), raw.base_url)
+        if raw.responses_api == "native" and raw.type != "openai":
+            self.error((*path, "responses_api"), "only an openai provider can take Responses requests natively")
         if raw.api_key and CONTROL_CHARACTER.search(raw.api_key):
             self.error((*path, "api_key"), "contains a control character (CR, LF, NUL...); a key is one line of text")
         self._check_headers((*path, "headers"), raw.headers)
@@ -392,6 +394,7 @@ class _Builder:
             failure_rate=raw.failure_rate or 0.0,
             unsupported_params=frozenset(raw.unsupported_params),
             on_unsupported=raw.on_unsupported,
+            responses_api=raw.responses_api,
         )
 
     def _check_base_url(self, path: Path, url: str) -> None:

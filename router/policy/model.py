@@ -27,6 +27,7 @@ class Provider:
     failure_rate: float = 0.0
     unsupported_params: frozenset[str] = frozenset()
     on_unsupported: UnsupportedParamPolicy = "drop"
+    responses_api: str = "translate"  # "native": /v1/responses goes upstream as a Responses request
 
 
 @dataclass(frozen=True, slots=True)

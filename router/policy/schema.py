@@ -53,6 +53,8 @@ class RawProvider(Strict):
     failure_rate: float | None = Field(default=None, ge=0, le=1)
     unsupported_params: list[str] = []
     on_unsupported: Literal["drop", "refuse"] = "drop"
+    # openai: "native" sends /v1/responses requests upstream as Responses requests
+    responses_api: Literal["translate", "native"] = "translate"
 
 
 class RawPrice(Strict):

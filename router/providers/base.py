@@ -28,6 +28,7 @@ __all__ = [
     "UpstreamError",
     "Usage",
     "usage_from_openai",
+    "usage_from_responses",
 ]
 
 
@@ -45,6 +46,22 @@ def usage_from_openai(usage: Any) -> Usage | None:
         output_tokens=_token_count(usage.get("completion_tokens")),
         cached_tokens=_token_count(prompt_details.get("cached_tokens")) if prompt_details else 0,
         reasoning_tokens=_token_count(completion_details.get("reasoning_tokens")) if completion_details else 0,
+    )
+
+
+def usage_from_responses(usage: Any) -> Usage | None:
+    """The Responses API's ``usage`` (``input_tokens``, ``output_tokens`` and their details)."""
+    if usage is None:
+        return None
+    if not isinstance(usage, dict):
+        raise UpstreamError("bad_response", "upstream sent a usage that is not an object")
+    input_details = _details(usage, "input_tokens_details")
+    output_details = _details(usage, "output_tokens_details")
+    return Usage(
+        input_tokens=_token_count(usage.get("input_tokens")),
+        output_tokens=_token_count(usage.get("output_tokens")),
+        cached_tokens=_token_count(input_details.get("cached_tokens")) if input_details else 0,
+        reasoning_tokens=_token_count(output_details.get("reasoning_tokens")) if output_details else 0,
     )
 
 

@@ -30,7 +30,7 @@ import orjson
 
 from router.policy.model import Provider
 from router.providers import openai_shapes
-from router.providers.base import Completion, ProviderSaturated, UpstreamCall, UpstreamError
+from router.providers.base import Completion, ProviderSaturated, UpstreamCall, UpstreamError, usage_from_responses
 from router.providers.http_errors import NO_SECRETS, Redactor, error_from_status
 
 FORWARDED_HEADERS = ("traceparent", "tracestate", "openai-beta")
@@ -52,6 +52,7 @@ class OpenAICompatibleAdapter:
         self.session = session
         self.connections = asyncio.Semaphore(max_connections)
         self.redact = redact
+        self._client_timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self.base_headers = {"content-type": "application/json", **provider.headers}
         if provider.api_key:
             self.base_headers["authorization"] = f"Bearer {provider.api_key}"
@@ -64,12 +65,30 @@ class OpenAICompatibleAdapter:
         raw = await self._json_call("/embeddings", self._body(call), call)
         return openai_shapes.embeddings(raw)
 
+    async def responses(self, call: UpstreamCall) -> Completion:
+        """A Responses request sent as one (``responses_api: native``)."""
+        raw = await self._json_call("/responses", self._body(call), call)
+        if raw.get("object") != "response" or not isinstance(raw.get("output"), list):
+            raise UpstreamError("bad_response", "upstream returned a body that is not a response object")
+        return Completion(raw, usage_from_responses(raw.get("usage")))
+
     async def stream(self, call: UpstreamCall) -> SSEChunkStream:
         body = self._body(call)
         body["stream"] = True
         if "stream_options" not in self.provider.unsupported_params:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        response = await self._post("/chat/completions", body, call, call.timeouts.ttft_s)
+        return await self._open_events("/chat/completions", body, call, SSEChunkStream)
+
+    async def responses_stream(self, call: UpstreamCall) -> SSEChunkStream:
+        """A streamed Responses request sent as one: its events, parsed (``ResponsesEventStream``)."""
+        body = self._body(call)
+        body["stream"] = True
+        return await self._open_events("/responses", body, call, ResponsesEventStream)
+
+    async def _open_events(
+        self, path: str, body: dict[str, Any], call: UpstreamCall, kind: type[SSEChunkStream]
+    ) -> SSEChunkStream:
+        response = await self._post(path, body, call, call.timeouts.ttft_s)
         try:
             if response.status != 200:
                 raise self._error(response.status, await _read_capped(response), response.headers.get("retry-after"))
@@ -78,7 +97,7 @@ class OpenAICompatibleAdapter:
         except BaseException:
             response.release()
             raise
-        return SSEChunkStream(response)
+        return kind(response)
 
     async def aclose(self) -> None:
         await self.session.close()
@@ -91,11 +110,19 @@ class OpenAICompatibleAdapter:
             del body[name]
         return body
 
+    def _client_timeout(self, connect_s: float) -> aiohttp.ClientTimeout:
+        """aiohttp's timeout for a connect limit, made once per limit (the policy has few)."""
+        found = self._client_timeouts.get(connect_s)
+        if found is None:
+            found = self._client_timeouts[connect_s] = aiohttp.ClientTimeout(total=None, connect=connect_s)
+        return found
+
     def _error(self, status: int, body: bytes, retry_after: str | None) -> UpstreamError:
         return error_from_status(status, body, retry_after, self.redact)
 
     async def _json_call(self, path: str, body: dict[str, Any], call: UpstreamCall) -> Any:
-        """The upstream's 200 body, parsed (its shape is the caller's to check)."""
+        """The upstream's 200 body, parsed (its shape is the caller's to check). An ``error``
+        in it is a failure, but for a response object's own ``"error": null``."""
         try:
             response = await self._post(path, body, call, call.timeouts.total_s)
             try:
@@ -112,7 +139,9 @@ class OpenAICompatibleAdapter:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise UpstreamError("bad_response", "upstream returned a body that is not valid JSON") from None
-        if not isinstance(parsed, dict) or "error" in parsed:
+        if not isinstance(parsed, dict) or (
+            "error" in parsed and (path != "/responses" or parsed["error"] is not None)
+        ):
             raise UpstreamError("bad_response", "upstream returned an error or an unexpected body with status 200")
         return parsed
 
@@ -150,7 +179,7 @@ class OpenAICompatibleAdapter:
                 headers[name] = call.headers[name]
         if call.request_id:
             headers["x-client-request-id"] = call.request_id
-        timeout = aiohttp.ClientTimeout(total=None, connect=call.timeouts.connect_s)
+        timeout = self._client_timeout(call.timeouts.connect_s)
         data = orjson.dumps(body)
         try:
             try:
@@ -208,16 +237,39 @@ class SSEChunkStream:
                         self.saw_done, self.ready = True, 0
                         return
                     self.ready = len(datas) - index - 1
-                    yield _parse_chunk(data)
+                    yield self.parse(data)
                 self.ready = 0
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError):
             raise UpstreamError("stream_error", "upstream connection broke during the stream") from None
         last = _event_data(pending)
         if last is not None and last != b"[DONE]":
-            yield _parse_chunk(last)  # a last event without its blank line
+            yield self.parse(last)  # a last event without its blank line
+
+    @staticmethod
+    def parse(data: bytes) -> dict[str, Any]:
+        return _parse_chunk(data)
 
     async def aclose(self) -> None:
         self.response.close()
+
+
+class ResponsesEventStream(SSEChunkStream):
+    """A native Responses stream: each event a dict with a string ``type`` (a ``response``
+    snapshot, where there is one, an object), relayed as it came."""
+
+    @staticmethod
+    def parse(data: bytes) -> dict[str, Any]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamError("stream_error", "upstream sent an event that is not valid JSON") from None
+        if (
+            not isinstance(event, dict)
+            or not isinstance(event.get("type"), str)
+            or not isinstance(event.get("response", {}), dict)
+        ):
+            raise UpstreamError("stream_error", "upstream sent an event that is not a Responses event")
+        return event
 
 
 def _event_data(event: bytes) -> bytes | None:

@@ -99,24 +99,30 @@ class ResponsesStreamTranslator:
     def start(self) -> list[dict[str, Any]]:
         if self._started or self.done:
             return []
+        self._begin()
+        return self._flush()
+
+    def _begin(self) -> None:
         self._started = True
         snapshot = self._snapshot("in_progress")
         self._emit("response.created", response=snapshot)
         self._emit("response.in_progress", response=snapshot)
-        return self._flush()
 
     def feed(self, chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
         if self.done:
             return []
-        events = self.start()
-        if chunk.get("model"):
-            self._model = chunk["model"]
-        if chunk.get("usage"):
-            self._usage = chunk["usage"]
+        if not self._started:
+            self._begin()  # its events stay queued: flushed below with this chunk's
+        model = chunk.get("model")
+        if model:
+            self._model = model
+        usage = chunk.get("usage")
+        if usage:
+            self._usage = usage
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) == 0:
                 self._choice(choice)
-        return events + self._flush()
+        return self._flush()
 
     def finish(self, *, completed_at: float | None = None) -> list[dict[str, Any]]:
         if self.done:
@@ -183,13 +189,18 @@ class ResponsesStreamTranslator:
             self._close_part(current)
             self._open_part(current, part_kind)
         current.pieces.append(text)
-        self._emit(
-            _DELTA_EVENT[part_kind],
-            **self._where(current),
-            content_index=len(current.item["content"]),
-            delta=text,
-            **({"logprobs": []} if part_kind == "output_text" else {}),
-        )
+        event = {
+            "type": _DELTA_EVENT[part_kind],
+            "sequence_number": self._sequence,
+            "item_id": current.item["id"],
+            "output_index": current.output_index,
+            "content_index": len(current.item["content"]),
+            "delta": text,
+        }
+        if part_kind == "output_text":
+            event["logprobs"] = []
+        self._events.append(event)  # the hot path: one dict per delta, built in place
+        self._sequence += 1
 
     def _call(self, call: Mapping[str, Any]) -> None:
         index = call.get("index", 0)
@@ -208,7 +219,16 @@ class ResponsesStreamTranslator:
         arguments = function.get("arguments")
         if arguments:
             current.pieces.append(arguments)
-            self._emit("response.function_call_arguments.delta", **self._where(current), delta=arguments)
+            self._events.append(
+                {
+                    "type": "response.function_call_arguments.delta",
+                    "sequence_number": self._sequence,
+                    "item_id": current.item["id"],
+                    "output_index": current.output_index,
+                    "delta": arguments,
+                }
+            )
+            self._sequence += 1
 
     # -- items ------------------------------------------------------------------------------------
 
@@ -311,4 +331,12 @@ def _copy(item: dict[str, Any]) -> dict[str, Any]:
 
 def sse_event(event: Mapping[str, Any]) -> bytes:
     """One event as a server-sent event frame, named by its type as OpenAI names them."""
-    return b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+    kind = event["type"]
+    prefix = _FRAME_PREFIX.get(kind) or b"event: " + str(kind).encode() + b"\ndata: "
+    return prefix + orjson.dumps(event) + b"\n\n"
+
+
+_FRAME_PREFIX = {
+    kind: b"event: " + kind.encode() + b"\ndata: "
+    for kind in (*_DELTA_EVENT.values(), "response.function_call_arguments.delta")
+}

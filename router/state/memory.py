@@ -71,7 +71,10 @@ class MemoryStateStore:
         return updated
 
     async def claim_probe(self, model: str, now: float) -> bool:
-        claimed = circuit.claim_probe(self._health.get(model, ModelHealth()), now, self.settings)
+        current = self._health.get(model)
+        if current is None:
+            return True  # never failed: closed, nothing to probe
+        claimed = circuit.claim_probe(current, now, self.settings)
         if claimed is None:
             return False
         if model in self._health:
