@@ -21,6 +21,7 @@ from starlette.responses import Response
 from router.api.completions import routes as completions_routes
 from router.api.health import routes as health_routes
 from router.api.openai import routes as api_routes
+from router.api.quality import routes as quality_routes
 from router.api.responses import routes as responses_routes
 from router.auth import AuthMiddleware
 from router.circuit import CircuitSettings
@@ -35,6 +36,7 @@ from router.providers.registry import build_adapters, close_adapters
 from router.reload import PolicyReloader
 from router.runtime import Runtime
 from router.settings import Settings
+from router.shadow.evaluator import ShadowOptions
 from router.snapshot import LivePolicy, PolicySnapshot
 from router.state.base import StateStore, StateUnavailable
 from router.state.memory import MemoryStateStore
@@ -53,7 +55,14 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
         settings=settings,
         metrics=metrics,
         store=store,
-        gateway=Gateway(store, metrics, responses_ttl_s=settings.responses_ttl_s),
+        gateway=Gateway(
+            store,
+            metrics,
+            responses_ttl_s=settings.responses_ttl_s,
+            shadow=ShadowOptions(
+                settings.shadow_queue_size, settings.shadow_workers, settings.shadow_drain_s, settings.shadow_log
+            ),
+        ),
         live=live,
         reloader=PolicyReloader(settings, metrics, live),
     )
@@ -70,6 +79,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
         live.snapshot = PolicySnapshot.build(loaded, build_adapters(loaded, settings.upstream_max_connections))
         watcher = asyncio.ensure_future(runtime.reloader.watch()) if settings.watch_policy else None
         install_drain_on_sigterm(runtime)
+        runtime.gateway.shadow.start()
         release_start_up_memory()
         runtime.ready = True
         try:
@@ -79,13 +89,20 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Starlette:
             if watcher is not None:
                 watcher.cancel()
             await runtime.reloader.aclose()
+            await runtime.gateway.shadow.stop()  # drains within ROUTER_SHADOW_DRAIN_S, then drops (counted)
             await close_adapters(dict(live.snapshot.adapters))
             await runtime.store.aclose()
 
     # Plain Starlette (FastAPI's base): the hot path needs no dependency injection or
     # OpenAPI, and FastAPI's extra ASGI layers measured ~20 µs per request here.
     app = Starlette(
-        routes=[*api_routes, *responses_routes, *completions_routes, *health_routes],  # the hot paths matched first
+        routes=[
+            *api_routes,
+            *responses_routes,
+            *completions_routes,
+            *health_routes,
+            *quality_routes,
+        ],  # hot paths first
         lifespan=lifespan,
         exception_handlers={RouterError: _router_error, HTTPException: _http_error},
         middleware=[

@@ -28,6 +28,11 @@ def budget_scopes(policy: Policy, key: ClientKey | None, now: datetime | None = 
     return scopes
 
 
+def scope(name: str, budget: Budget, now: datetime | None = None) -> BudgetScope:
+    """The current window of a named budget (a shadow rule's, ``router.shadow``)."""
+    return _scope(name, budget, now or datetime.now(UTC))
+
+
 def _scope(name: str, budget: Budget, now: datetime) -> BudgetScope:
     if budget.per == "day":
         window, ttl = now.strftime("%Y-%m-%d"), 2 * DAY_S

@@ -52,9 +52,10 @@ from router.logthrottle import LogThrottle
 from router.metrics import Metrics
 from router.policy.engine import Decision, decide
 from router.policy.features import RequestFeatures, features_for, with_difficulty
-from router.policy.model import ClientKey, Policy
+from router.policy.model import ClientKey, Policy, ShadowRule
 from router.providers.base import Completion, Usage
 from router.responses import BuiltinToolUnsupported, to_chat_request, to_responses_object
+from router.shadow.evaluator import Shadow, ShadowOptions
 from router.snapshot import PolicySnapshot
 from router.state.base import RateDecision, RateLimit, StateStore, StateUnavailable
 from router.types import MODEL_KIND, Operation, Outcome
@@ -111,13 +112,21 @@ class ResponsesStreamingReply:
 
 
 class Gateway:
-    def __init__(self, store: StateStore, metrics: Metrics, *, responses_ttl_s: int = DEFAULT_RESPONSES_TTL_S) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        metrics: Metrics,
+        *,
+        responses_ttl_s: int = DEFAULT_RESPONSES_TTL_S,
+        shadow: ShadowOptions | None = None,
+    ) -> None:
         self.store = store
         self.metrics = metrics
         self.responses_ttl_s = responses_ttl_s
         self.accountant = Accountant(metrics)
         self.dispatcher = Dispatcher(store, self.accountant, metrics)
         self.failure_log = LogThrottle(log)
+        self.shadow = Shadow(store, metrics, self.accountant, shadow or ShadowOptions())
 
     # operations ----------------------------------------------------------------------------
     async def chat(
@@ -161,7 +170,57 @@ class Gateway:
                     await self.remember(policy, cache_key, decision, answered)
                     if cache_key:
                         headers["x-router-cache"] = "miss"
-        return self._reply(answered, decision, record, headers)
+        reply = self._reply(answered, decision, record, headers)
+        shadow = policy.shadow.get(decision.route)  # the only cost on a route without a rule
+        if shadow is not None:
+            self._shadow(snapshot, shadow, decision.route, record, body, reply)
+        return reply
+
+    def _shadow(
+        self,
+        snapshot: PolicySnapshot,
+        rule: ShadowRule,
+        route: str,
+        record: RequestRecord,
+        body: Mapping[str, Any],
+        reply: Reply,
+    ) -> None:
+        """Offer the finished answer to shadow evaluation (``router.shadow``): a whole answer
+        now, a stream from its end hook once it ended well. A cached answer is not offered."""
+        if isinstance(reply, StreamingReply):
+
+            async def end_then_offer(stream: Streaming) -> None:
+                await self._end_stream(stream)
+                tally = stream.tally
+                if tally.outcome == "success":
+                    usage = tally.usage
+                    self.shadow.offer(
+                        snapshot,
+                        rule,
+                        route,
+                        record.request_id,
+                        body,
+                        stream.model,
+                        "".join(tally.text),
+                        record.prompt_tokens,
+                        usage.output_tokens if usage else 0,
+                        record.difficulty,
+                    )
+
+            reply.stream.on_end = end_then_offer
+        elif record.outcome == "success" and record.model is not None and reply.headers.get("x-router-cache") != "hit":
+            self.shadow.offer(
+                snapshot,
+                rule,
+                route,
+                record.request_id,
+                body,
+                record.model,
+                reply.body,
+                record.prompt_tokens,
+                record.usage.output_tokens if record.usage else 0,
+                record.difficulty,
+            )
 
     async def embeddings(
         self, request: Request, snapshot: PolicySnapshot, body: dict[str, Any], key: ClientKey | None

@@ -149,6 +149,21 @@ class Metrics:
             registry=r,
             multiprocess_mode="min",
         )
+        self.shadow_verdicts = Counter(
+            "router_shadow_verdicts",
+            "Shadow-evaluated answers by the judge's verdict on the cheaper answer against the reference",
+            ["route", "model", "reference_model", "verdict"],
+            registry=r,
+        )
+        self.shadow_cost = Counter(
+            "router_shadow_cost_usd",
+            "What shadow evaluation spent (reference and judge calls), in USD",
+            ["route"],
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "router_shadow_dropped", "Sampled answers not shadow-evaluated, by reason", ["reason"], registry=r
+        )
         self.policy_info = Gauge(
             "router_policy_info",
             "The policy this replica runs (value 1)",

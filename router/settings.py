@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     watch_policy: bool = True
     # How long a stored Responses API response (``store``, ``previous_response_id``) is kept
     responses_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, le=366 * 24 * 3600)
+    # Shadow evaluation (policy ``shadow:``): the per-process queue, its workers, how long
+    # shutdown waits for the queue, and the verdict log (JSONL; none when unset)
+    shadow_queue_size: int = Field(default=256, ge=1, le=100_000)
+    shadow_workers: int = Field(default=2, ge=1, le=64)
+    shadow_drain_s: float = Field(default=5, ge=0, le=600)
+    shadow_log: Path | None = None
     # Browser origins allowed by CORS, comma separated ("*" for any); empty: no CORS headers at all
     cors_origins: str = ""
 

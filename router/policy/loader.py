@@ -52,6 +52,7 @@ from router.policy.model import (
     Provider,
     Route,
     Rule,
+    ShadowRule,
     gpu_price,
 )
 from router.policy.schema import (
@@ -61,6 +62,7 @@ from router.policy.schema import (
     RawProvider,
     RawRoute,
     RawRule,
+    RawShadow,
     RawTimeouts,
 )
 
@@ -200,6 +202,7 @@ class _Builder:
         rules = tuple(self._rule(i, r, tiers, raw) for i, r in enumerate(raw.rules))
         keys = self._keys(raw, tiers)
         defaults = self._defaults(raw, routes)
+        shadow = self._shadow(raw.shadow, tiers, models, routes)
         return Policy(
             source=self.source,
             sha256=sha256,
@@ -211,7 +214,100 @@ class _Builder:
             defaults=defaults,
             keys=keys,
             team_budgets={name: Budget(t.budget.usd, t.budget.per) for name, t in raw.teams.items() if t.budget},
+            shadow=shadow,
         )
+
+    def _shadow(
+        self, raw: list[RawShadow], tiers: list[str], models: dict[str, Model], routes: dict[str, Route | None]
+    ) -> dict[str, ShadowRule]:
+        """Each rule checked and keyed by the routes it covers; ``*`` covers the routes no
+        other rule names."""
+        by_route: dict[str, ShadowRule] = {}
+        wildcard: ShadowRule | None = None
+        for index, entry in enumerate(raw):
+            rule = self._shadow_rule(("shadow", index), entry, tiers, models, routes)
+            if rule is None:
+                continue
+            if entry.route == "*":
+                if wildcard is not None:
+                    self.error(("shadow", index, "route"), "a second rule for '*'; one rule per route")
+                wildcard = rule
+            elif entry.route in by_route:
+                self.error(("shadow", index, "route"), f"a second rule for route '{entry.route}'; one rule per route")
+            else:
+                by_route[entry.route] = rule
+        if wildcard is not None:
+            for name in routes:
+                by_route.setdefault(name, wildcard)
+        return by_route
+
+    def _shadow_rule(
+        self,
+        path: Path,
+        raw: RawShadow,
+        tiers: list[str],
+        models: dict[str, Model],
+        routes: dict[str, Route | None],
+    ) -> ShadowRule | None:
+        ok = True
+        if raw.route != "*" and raw.route not in routes:
+            self.error((*path, "route"), f"unknown route '{raw.route}' (routes: {', '.join(sorted(routes))}, or '*')")
+            ok = False
+        reference_model: str | None = None
+        rank = 0
+        if raw.reference in tiers:
+            rank = tiers.index(raw.reference)
+            if not any(m.tier == raw.reference and m.kind == "chat" for m in models.values()):
+                self.error((*path, "reference"), f"no chat model of tier '{raw.reference}' to answer as the reference")
+                ok = False
+        elif raw.reference in models:
+            reference_model, rank = raw.reference, models[raw.reference].tier_rank
+            if models[raw.reference].kind != "chat":
+                self.error((*path, "reference"), f"'{raw.reference}' is not a chat model")
+                ok = False
+        else:
+            self.error((*path, "reference"), f"unknown tier or model '{raw.reference}' (tiers: {', '.join(tiers)})")
+            ok = False
+        judge = models.get(raw.judge)
+        if judge is None:
+            self.error((*path, "judge"), f"unknown model '{raw.judge}'")
+            ok = False
+        elif judge.kind != "chat":
+            self.error((*path, "judge"), f"'{raw.judge}' is not a chat model; the judge must be one")
+            ok = False
+        prompt = None
+        if raw.judge_prompt is not None:
+            prompt = self._judge_prompt((*path, "judge_prompt"), raw.judge_prompt)
+            ok = ok and prompt is not None
+        if not ok:
+            return None
+        return ShadowRule(
+            route=raw.route,
+            sample=raw.sample,
+            reference=raw.reference,
+            reference_model=reference_model,
+            reference_rank=rank,
+            judge=raw.judge,
+            budget=Budget(raw.budget.usd, raw.budget.per),
+            keep_prompts=raw.keep_prompts,
+            judge_prompt=prompt,
+        )
+
+    def _judge_prompt(self, path: Path, name: str) -> str | None:
+        """The override prompt's text; a relative path is relative to the policy file."""
+        file = FilePath(name)
+        if not file.is_absolute():
+            file = FilePath(self.source).parent / file
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            self.error(path, f"cannot read the judge prompt file '{name}': {reason}")
+            return None
+        if not text.strip():
+            self.error(path, f"the judge prompt file '{name}' is empty")
+            return None
+        return text
 
     def _keys(self, raw: RawPolicy, tiers: list[str]) -> dict[str, ClientKey]:
         keys: dict[str, ClientKey] = {}

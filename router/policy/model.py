@@ -142,6 +142,23 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowRule:
+    """A loaded ``shadow:`` entry. ``route`` is as written (a route name or ``*``);
+    ``reference_rank`` is the reference tier's rank (or the reference model's tier's):
+    only answers of a lower tier (a higher rank) are shadowed."""
+
+    route: str
+    sample: float
+    reference: str
+    reference_model: str | None  # set when ``reference`` names a model, else it names a tier
+    reference_rank: int
+    judge: str
+    budget: Budget
+    keep_prompts: bool = False
+    judge_prompt: str | None = field(default=None, repr=False)  # the override's text
+
+
+@dataclass(frozen=True, slots=True)
 class ClientKey:
     """A client key, known only by its SHA-256 digest."""
 
@@ -186,6 +203,8 @@ class Policy:
     defaults: Defaults
     keys: Mapping[str, ClientKey] = field(default_factory=dict)  # by hex digest
     team_budgets: Mapping[str, Budget] = field(default_factory=dict)
+    # route name → its shadow rule ("*" already expanded): one dict lookup per request
+    shadow: Mapping[str, ShadowRule] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()  # located, e.g. a literal api_key in the file
     # Worked out once per policy for the access log (what a replay needs, nothing more): the
     # request headers the engine reads (the rules' and ``x-router-tier``), and the body
@@ -194,7 +213,7 @@ class Policy:
     refusable_params: frozenset[str] = field(default=frozenset(), init=False)
 
     def __post_init__(self) -> None:
-        for name in ("providers", "models", "routes", "keys", "team_budgets"):
+        for name in ("providers", "models", "routes", "keys", "team_budgets", "shadow"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
         read = {name for rule in self.rules if rule.headers for name in rule.headers}
         object.__setattr__(self, "read_headers", frozenset({*read, "x-router-tier"}))

@@ -195,6 +195,20 @@ class RawRouteCache(Strict):
     ttl_s: int = Field(ge=1, le=30 * 86_400)
 
 
+class RawShadow(Strict):
+    """One shadow-evaluation rule (``router.shadow``): which answers to re-ask a reference
+    model for, and who judges the pair."""
+
+    route: str
+    # a share of answers: above 0 (0 shadows nothing; leave the rule out), at most all of them
+    sample: float = Field(gt=0, le=1)
+    reference: str
+    judge: str
+    budget: RawBudget
+    keep_prompts: bool = False
+    judge_prompt: str | None = Field(default=None, min_length=1)
+
+
 class RawDefaults(Strict):
     route: str
     timeout_s: float = Field(default=120, ge=MIN_TOTAL_S, le=MAX_TOTAL_S)
@@ -227,4 +241,5 @@ class RawPolicy(Strict):
     rules: list[RawRule] = []
     keys: list[RawKey] | None = None
     teams: dict[str, RawTeam] = {}
+    shadow: list[RawShadow] = []
     defaults: RawDefaults
