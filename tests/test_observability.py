@@ -67,6 +67,8 @@ CONTRACT_METRICS = HISTOGRAMS | {
     "router_policy_reloads_total",
     "router_policy_info",
     "router_escalations_total",
+    "router_shadow_verdicts_total",
+    "router_shadow_cost_usd_total",
 }
 OUTCOMES = {
     "success",
@@ -82,6 +84,8 @@ ERROR_REASONS = {
     "connect_error", "timeout", "ttft_timeout", "idle_timeout", "rate_limited", "server_error",
     "auth_error", "client_error", "bad_response", "stream_error",
 }  # fmt: skip
+SHADOW_DROP_REASONS = {"queue_full", "budget", "shutdown", "state_store"}  # router_shadow_dropped_total{reason}
+VERDICTS = {"better", "same", "worse", "error"}
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
 
 
@@ -226,7 +230,8 @@ def test_the_dashboard_uses_only_contract_metrics_and_covers_what_users_watch() 
     titles = " | ".join(title.lower() for title, _ in dashboard_targets())
     for topic in ("by route", "by model", "error rate", "cost per hour by tier", "cost per hour by model", "cost per hour by team",
                   "cumulative", "savings per hour", "tier mix", "latency", "time to first token", "tokens per second",
-                  "fallbacks", "circuit", "budget", "rate-limited", "overhead"):  # fmt: skip
+                  "fallbacks", "circuit", "budget", "rate-limited", "overhead", "at least as good as the reference",
+                  "verdicts", "shadow spend"):  # fmt: skip
         assert topic in titles, topic
 
 
@@ -291,6 +296,11 @@ BASELINE = "pricey-model"
 PROVIDER = {"cheap-model": "alpha", "pricey-model": "beta", "embed-model": "alpha"}
 TIER = {"standard": "standard", "frontier": "frontier", "embed": "small", "auto": "standard"}
 HELLO = [{"role": "user", "content": "Say hello."}]
+# Every answer on the auto route is shadow-evaluated; reference and judge are pricey-model (the
+# beta upstream), whose replies for them are scripted before the request and consumed before
+# the next one (the traffic waits for each verdict).
+SHADOW_REFERENCE = SHADOW_JUDGE = "pricey-model"
+SHADOW_USAGE = {"reference": (1_000, 100, 0), "judge": (2_000, 20, 0)}
 
 
 def policy_text(alpha_url: str, beta_url: str) -> str:
@@ -313,6 +323,8 @@ routes:
   embed: {{tier: small}}
   auto: {{tier: standard, escalate: [{{above: 0.99, tier: frontier}}]}}
 defaults: {{route: standard, retries: 0, baseline_model: {BASELINE}, timeout_s: 10, ttft_timeout_s: 5}}
+shadow:
+  - {{route: auto, sample: 1.0, reference: {SHADOW_REFERENCE}, judge: {SHADOW_JUDGE}, budget: {{usd: 10, per: day}}}}
 """
 
 
@@ -338,6 +350,8 @@ class Ledger:
     upstream_errors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (model, reason)
     streams: Counter[tuple[str, str]] = field(default_factory=Counter)  # (route, model) with a first chunk
     escalations: Counter[tuple[str, str]] = field(default_factory=Counter)  # (route, tier the step chose)
+    verdicts: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)  # (route, model, reference, verdict)
+    shadow_usd: Counter[str] = field(default_factory=Counter)  # route -> reference and judge calls
     estimated_header_usd: float = 0.0  # x-router-cost-usd of answers without usage
     estimated_requests: int = 0  # all on cheap-model
     slow_stream_s: float = 0.0
@@ -368,8 +382,24 @@ class Ledger:
         self.upstream_errors[model, reason] += 1
 
 
+def shadow_verdicts(router_url: str) -> float:
+    exposition = httpx.get(f"{router_url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "router_shadow_verdicts_total"
+    )
+
+
 def send_traffic(
-    client: openai.OpenAI, alpha: FakeOpenAIUpstream, beta: FakeOpenAIUpstream, ledger: Ledger, *, slow_stream: bool
+    client: openai.OpenAI,
+    alpha: FakeOpenAIUpstream,
+    beta: FakeOpenAIUpstream,
+    ledger: Ledger,
+    router_url: str,
+    *,
+    slow_stream: bool,
 ) -> None:
     def chat(route: str, **extra: Any) -> Any:
         return client.chat.completions.with_raw_response.create(model=route, messages=HELLO, **extra)
@@ -449,13 +479,27 @@ def send_traffic(
     assert client.embeddings.create(model="embed", input="hello").model == "embed-model"
     ledger.answer("embed", "embed-model", (30_000, 0, 0), operation="embeddings")
 
-    # an easy prompt on the escalating route stays on its tier and shows its difficulty
+    # an easy prompt on the escalating route stays on its tier and shows its difficulty; its
+    # answer is shadow-evaluated against pricey-model: cheap-model's answer wins in both orders,
+    # "better" (the same series in both rounds, so its rate is positive at the end)
+    verdict, winners = "better", ("A", "B")
+    beta.script(
+        Reply(usage=SHADOW_USAGE["reference"]),
+        *(Reply(content=json.dumps({"winner": w, "reason": "one line"}), usage=SHADOW_USAGE["judge"]) for w in winners),
+    )
     alpha.script(Reply(usage=(1_000, 100, 0)))
     raw = chat("auto")
     assert raw.headers["x-router-model"] == "cheap-model"
     assert 0 <= float(raw.headers["x-router-difficulty"]) <= 0.99
     ledger.answer("auto", "cheap-model", (1_000, 100, 0))
     ledger.escalations["auto", "standard"] += 1
+    ledger.verdicts["auto", "cheap-model", SHADOW_REFERENCE, verdict] += 1
+    ledger.shadow_usd["auto"] += usd(SHADOW_REFERENCE, *SHADOW_USAGE["reference"]) + 2 * usd(
+        SHADOW_JUDGE, *SHADOW_USAGE["judge"]
+    )
+    expected = sum(ledger.verdicts.values())
+    wait_until(lambda: shadow_verdicts(router_url) >= expected, 15, f"{expected} shadow verdicts on /metrics")
+    assert beta.pending_scripts == 0
 
     # the upstream drops the connection mid-stream: in-band error, usage estimated
     alpha.script(StreamThenReset(chunks_before_reset=2))
@@ -594,9 +638,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Any:
         ledger = Ledger()
         # Two rounds with a scrape in between, so every series exists before its last
         # increase and rates over the traffic are positive (quantiles are numbers, not NaN).
-        send_traffic(client, alpha, beta, ledger, slow_stream=False)
+        send_traffic(client, alpha, beta, ledger, router.url, slow_stream=False)
         prometheus.wait_for_scrapes(time.time(), 1)
-        send_traffic(client, alpha, beta, ledger, slow_stream=True)
+        send_traffic(client, alpha, beta, ledger, router.url, slow_stream=True)
         exposition = httpx.get(f"{router.url}/metrics", timeout=10).text
         prometheus.wait_for_scrapes(time.time(), 2)
         yield Scenario(prometheus, ledger, exposition, hashlib.sha256(policy.read_bytes()).hexdigest(), router.logs())
@@ -687,12 +731,14 @@ def test_exposition_has_the_contract_metrics_with_bounded_labels(scenario: Scena
         "gen_ai_request_model": {"alpha-chat-small", "beta-chat-large", "text-embedding-3-small", "other"},
         "gen_ai_operation_name": {"chat", "embeddings"}, "gen_ai_token_type": {"input", "output"}, "outcome": OUTCOMES,
         "team": {"none"}, "estimated": {"true", "false"}, "type": {"input", "output", "cached"}, "from_model": models, "to_model": models,
-        "reason": ERROR_REASONS, "result": {"success", "failure"},
+        "reason": ERROR_REASONS, "result": {"success", "failure"}, "reference_model": {SHADOW_REFERENCE}, "verdict": VERDICTS,
     }  # fmt: skip
     for family in families.values():
         for sample in family.samples:
             for label, value in sample.labels.items():
-                if label in allowed and not (
+                if family.name == "router_shadow_dropped" and label == "reason":
+                    assert value in SHADOW_DROP_REASONS, (sample.name, value)
+                elif label in allowed and not (
                     family.name == "gen_ai_server_request_duration_seconds" and label == "error_type"
                 ):
                     assert value in allowed[label], (sample.name, label, value)
@@ -748,6 +794,12 @@ def test_metrics_count_what_the_traffic_did(scenario: Scenario) -> None:
         **{k: float(v) for k, v in ledger.escalations.items()},
     }
     assert s.by("router_difficulty_count", "route") == Counter({("auto",): sum(ledger.escalations.values())})
+
+    # every answer on the auto route judged against pricey-model, and what the judging cost
+    assert s.by("router_shadow_verdicts_total", "route", "model", "reference_model", "verdict") == +ledger.verdicts
+    shadow_usd = s.by("router_shadow_cost_usd_total", "route")
+    assert shadow_usd.keys() == {("auto",)}
+    assert shadow_usd["auto",] == pytest.approx(ledger.shadow_usd["auto"], rel=1e-9)
 
     # zero-valued series that exist from the start, and the policy this replica runs
     assert s.by("router_circuit_state", "model", "provider") == Counter({(m, p): 0 for m, p in PROVIDER.items()})

@@ -47,6 +47,10 @@ def quantiles(
     ]
 
 
+# Shadow verdicts on the cheaper answer: held = better or same; judged = every verdict but error.
+HELD = 'router_shadow_verdicts_total{verdict=~"better|same"}'
+JUDGED = 'router_shadow_verdicts_total{verdict=~"better|same|worse"}'
+
 CIRCUIT_MAPPINGS = [
     {
         "type": "value",
@@ -389,6 +393,39 @@ ROWS: list[tuple[str, int, list[tuple[str, str, str, list[dict], dict]]]] = [
         ],
     ),
     (
+        "Quality held",
+        8,
+        [
+            (
+                "Judged at least as good as the reference, by route and model (shadow evaluation)",
+                "timeseries",
+                "percentunit",
+                [
+                    q(
+                        f"({rate(HELD, 'route, model')} or 0 * {rate(JUDGED, 'route, model')})"
+                        f" / ({rate(JUDGED, 'route, model')} > 0)",
+                        "{{route}} {{model}}",
+                    )
+                ],
+                {"max": 1, "min": 0},
+            ),
+            (
+                "Shadow verdicts per second by verdict",
+                "timeseries",
+                "reqps",
+                [q(rate("router_shadow_verdicts_total", "verdict"), "{{verdict}}")],
+                {"custom": {"stacking": {"mode": "normal", "group": "A"}, "fillOpacity": 60}},
+            ),
+            (
+                "Shadow spend over the last 24 hours by route (its budget is the policy's shadow rule, not a metric)",
+                "timeseries",
+                "currencyUSD",
+                [q("sum by (route) (increase(router_shadow_cost_usd_total[1d]))", "{{route}}")],
+                {},
+            ),
+        ],
+    ),
+    (
         "Policy",
         12,
         [
@@ -478,7 +515,7 @@ def build() -> dict:
     return {
         "uid": "tier-router",
         "title": "tier-router",
-        "description": "Traffic, cost, savings, latency, tokens and resilience of the tier-router LLM proxy",
+        "description": "Traffic, cost, savings, latency, tokens, resilience and quality held of the tier-router LLM proxy",
         "tags": ["tier-router", "llm", "gen-ai"],
         "timezone": "browser",
         "schemaVersion": 39,
