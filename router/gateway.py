@@ -52,7 +52,7 @@ from router.logthrottle import LogThrottle
 from router.metrics import Metrics
 from router.policy.engine import Decision, decide
 from router.policy.features import RequestFeatures, features_for, with_difficulty
-from router.policy.model import ClientKey, Policy, ShadowRule
+from router.policy.model import ClientKey, Model, Policy, ShadowRule
 from router.providers.base import Completion, Usage
 from router.responses import BuiltinToolUnsupported, to_chat_request, to_responses_object
 from router.shadow.evaluator import Shadow, ShadowOptions
@@ -187,40 +187,32 @@ class Gateway:
     ) -> None:
         """Offer the finished answer to shadow evaluation (``router.shadow``): a whole answer
         now, a stream from its end hook once it ended well. A cached answer is not offered."""
-        if isinstance(reply, StreamingReply):
 
-            async def end_then_offer(stream: Streaming) -> None:
-                await self._end_stream(stream)
-                tally = stream.tally
-                if tally.outcome == "success":
-                    usage = tally.usage
-                    self.shadow.offer(
-                        snapshot,
-                        rule,
-                        route,
-                        record.request_id,
-                        body,
-                        stream.model,
-                        "".join(tally.text),
-                        record.prompt_tokens,
-                        usage.output_tokens if usage else 0,
-                        record.difficulty,
-                    )
-
-            reply.stream.on_end = end_then_offer
-        elif record.outcome == "success" and record.model is not None and reply.headers.get("x-router-cache") != "hit":
+        def offer(model: Model, answer: Any, usage: Usage | None) -> None:
+            output_tokens = usage.output_tokens if usage else 0
             self.shadow.offer(
                 snapshot,
                 rule,
                 route,
                 record.request_id,
                 body,
-                record.model,
-                reply.body,
+                model,
+                answer,
                 record.prompt_tokens,
-                record.usage.output_tokens if record.usage else 0,
+                output_tokens,
                 record.difficulty,
             )
+
+        if isinstance(reply, StreamingReply):
+
+            async def end_then_offer(stream: Streaming) -> None:
+                await self._end_stream(stream)
+                if stream.tally.outcome == "success":
+                    offer(stream.model, "".join(stream.tally.text), stream.tally.usage)
+
+            reply.stream.on_end = end_then_offer
+        elif record.outcome == "success" and record.model is not None and reply.headers.get("x-router-cache") != "hit":
+            offer(record.model, reply.body, record.usage)
 
     async def embeddings(
         self, request: Request, snapshot: PolicySnapshot, body: dict[str, Any], key: ClientKey | None

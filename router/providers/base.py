@@ -35,31 +35,27 @@ __all__ = [
 def usage_from_openai(usage: Any) -> Usage | None:
     """OpenAI's ``usage`` object; None when absent. Counts of the wrong type (a string,
     a negative or absurd number) are a malformed upstream body: ``bad_response``."""
-    if usage is None:
-        return None
-    if not isinstance(usage, dict):
-        raise UpstreamError("bad_response", "upstream sent a usage that is not an object")
-    prompt_details = _details(usage, "prompt_tokens_details")
-    completion_details = _details(usage, "completion_tokens_details")
-    return Usage(
-        input_tokens=_token_count(usage.get("prompt_tokens")),
-        output_tokens=_token_count(usage.get("completion_tokens")),
-        cached_tokens=_token_count(prompt_details.get("cached_tokens")) if prompt_details else 0,
-        reasoning_tokens=_token_count(completion_details.get("reasoning_tokens")) if completion_details else 0,
-    )
+    return _usage(usage, "prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details")
 
 
 def usage_from_responses(usage: Any) -> Usage | None:
     """The Responses API's ``usage`` (``input_tokens``, ``output_tokens`` and their details)."""
+    return _usage(usage, "input_tokens", "output_tokens", "input_tokens_details", "output_tokens_details")
+
+
+def _usage(
+    usage: Any, input_name: str, output_name: str, input_details_name: str, output_details_name: str
+) -> Usage | None:
+    """One reader for both APIs' usage objects: they differ only in their field names."""
     if usage is None:
         return None
     if not isinstance(usage, dict):
         raise UpstreamError("bad_response", "upstream sent a usage that is not an object")
-    input_details = _details(usage, "input_tokens_details")
-    output_details = _details(usage, "output_tokens_details")
+    input_details = _details(usage, input_details_name)
+    output_details = _details(usage, output_details_name)
     return Usage(
-        input_tokens=_token_count(usage.get("input_tokens")),
-        output_tokens=_token_count(usage.get("output_tokens")),
+        input_tokens=_token_count(usage.get(input_name)),
+        output_tokens=_token_count(usage.get(output_name)),
         cached_tokens=_token_count(input_details.get("cached_tokens")) if input_details else 0,
         reasoning_tokens=_token_count(output_details.get("reasoning_tokens")) if output_details else 0,
     )
